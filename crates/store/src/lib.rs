@@ -1,0 +1,93 @@
+//! Storage layer of tidemark: one small [`Store`] trait and its backends.
+//!
+//! Parts:
+//! - [`Store`]: the trait every backend implements (put, get, get range, head,
+//!   list, delete, retain, create), with [`Capabilities`] as plain data.
+//! - `local`: a directory on a local filesystem (atomic writes by rename).
+//! - `s3`: any S3-compatible object store (aws-sdk-s3), including Object Lock.
+//! - wrappers over the same trait: `retry` (exponential back-off on
+//!   [`StoreError::is_temporary`] errors) and `throttle` (bandwidth limit).
+//! - [`Location`]: a repository address parsed once (`/path` or
+//!   `s3:http://HOST:PORT/BUCKET/PREFIX`), which builds the right backend.
+//!
+//! Keys are relative, `/`-separated paths such as `data/ab/ab12...`; a backend
+//! maps them onto its own namespace (a directory, a bucket prefix).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+mod error;
+pub use error::{Result, StoreError};
+
+/// What a backend can do, as data: callers branch on these flags, never on the
+/// backend's kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `retain` works: objects can be given a retention date before which the
+    /// store itself refuses to delete or overwrite them (S3 Object Lock).
+    pub retention: bool,
+    /// `get_range` is served natively (not by reading the whole object).
+    pub range_reads: bool,
+}
+
+/// One stored object as seen by `list` and `head`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the store root, `/`-separated.
+    pub key: String,
+    pub size: u64,
+    /// Last modification time as the store reports it (used by prune to
+    /// judge the age of unreferenced objects).
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// A place where a repository keeps its objects.
+///
+/// Every method is safe to call from many tasks at once. `put` is atomic: a
+/// reader sees either nothing or the whole object, never a part of it, also if
+/// the writer dies mid-way.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// A display form of the location, without any secret.
+    fn describe(&self) -> String;
+
+    /// Create the root (directory, bucket) if it does not exist. With
+    /// `object_lock` the bucket is created with Object Lock enabled; a backend
+    /// that cannot do so returns [`StoreError::Unsupported`].
+    async fn create(&self, object_lock: bool) -> Result<()>;
+
+    /// Store `data` under `key`, replacing an existing object.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// Read a whole object; [`StoreError::NotFound`] when missing.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Read `len` bytes from `offset`; fails with [`StoreError::Truncated`]
+    /// when the object is shorter.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// Metadata of one object, `None` when missing.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// All objects whose key starts with `prefix` (recursively), in no
+    /// particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Remove an object. Removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Keep the current version of `key` undeletable and unchangeable until
+    /// `until` (COMPLIANCE mode); never shortens an existing retention. Only
+    /// when `capabilities().retention`; otherwise [`StoreError::Unsupported`].
+    async fn retain(&self, key: &str, until: DateTime<Utc>) -> Result<()>;
+}
+
+/// Shared handle to a store; open sets of backends are `Arc<dyn Store>`.
+pub type DynStore = Arc<dyn Store>;
