@@ -39,6 +39,11 @@ pub enum StoreError {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    /// A key the store cannot hold (empty, absolute, `..`, or the name of a
+    /// backend's own temporary file).
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+
     #[error("{what} is not supported by {store}")]
     Unsupported { what: String, store: String },
 

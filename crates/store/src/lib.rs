@@ -21,7 +21,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 mod error;
+pub mod local;
+
 pub use error::{Result, StoreError};
+pub use local::LocalStore;
 
 /// What a backend can do, as data: callers branch on these flags, never on the
 /// backend's kind.

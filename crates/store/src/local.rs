@@ -1,0 +1,416 @@
+//! A directory on a local filesystem as a [`Store`].
+//!
+//! A `put` writes a temporary file next to its target, fsyncs it, renames it
+//! over the key and fsyncs the directory: rename is atomic on POSIX
+//! filesystems, so a reader (or a restart after SIGKILL) sees the old object,
+//! the new one or nothing, never a prefix. Temporaries carry
+//! [`TEMP_PREFIX`], `list` skips them and [`LocalStore::remove_stale_temporaries`]
+//! sweeps what a dead writer left behind.
+//!
+//! Every filesystem call runs in `spawn_blocking`: tokio's worker threads must
+//! not wait on a disk.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::{Capabilities, ObjectMeta, Result, Store, StoreError};
+
+/// File names starting with this are a writer's temporaries, never objects.
+pub const TEMP_PREFIX: &str = ".tidemark-tmp.";
+
+/// A store rooted at a directory; keys map to relative paths below it.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: Arc<PathBuf>,
+}
+
+impl LocalStore {
+    /// A store at `root`; nothing is touched until the first call.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore {
+            root: Arc::new(root.into()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Remove temporaries older than `older_than` (by mtime) anywhere below
+    /// the root, left by writers that died between create and rename.
+    /// Returns how many were removed. Younger ones may belong to a writer
+    /// that is still running, so they stay.
+    pub async fn remove_stale_temporaries(&self, older_than: Duration) -> Result<usize> {
+        let root = self.root.clone();
+        blocking("", move || {
+            let cutoff = SystemTime::now()
+                .checked_sub(older_than)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let mut removed = 0;
+            walk(&root, "", "", &mut |path, _, is_temp, meta| {
+                if is_temp && meta.modified()? < cutoff {
+                    match fs::remove_file(path) {
+                        Ok(()) => removed += 1,
+                        // Its writer renamed it in the meantime.
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+/// Keys are relative `/`-separated paths; anything that could escape the root
+/// or collide with a temporary is refused before touching the disk.
+fn validate_key(key: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if key.is_empty() {
+        return bad("empty key");
+    }
+    if key.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    for part in key.split('/') {
+        match part {
+            "" => return bad("empty path component (leading, trailing or double '/')"),
+            "." | ".." => return bad("'.' or '..' component"),
+            p if p.starts_with(TEMP_PREFIX) => return bad("reserved temporary-file name"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs blocking filesystem work off the async threads; I/O errors carry `key`.
+async fn blocking<T, F>(key: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let io_err = |source| StoreError::Io {
+        key: key.to_owned(),
+        source,
+    };
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(io_err),
+        Err(join) => Err(io_err(io::Error::other(join))),
+    }
+}
+
+/// A missing object shows up as NotFound, or as ENOTDIR when a parent
+/// component is a file, or EISDIR when the key names a directory (a prefix,
+/// not an object).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory
+    )
+}
+
+fn not_found_or(key: &str, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Io { ref source, .. } if is_missing(source) => StoreError::NotFound {
+            key: key.to_owned(),
+        },
+        other => other,
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("a validated key has a parent");
+    let tmp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+    let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+    let mut file = match open() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            open()?
+        }
+        other => other?,
+    };
+    let written = file
+        .write_all(data)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // The rename itself lives in the directory; without this a power loss
+    // may forget it even though the data blocks are on disk.
+    File::open(dir)?.sync_all()
+}
+
+fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: meta.len(),
+        modified: meta.modified().ok().map(DateTime::<Utc>::from),
+    }
+}
+
+/// Visits every regular file below `dir` (whose key prefix is `rel`) that
+/// may start with `prefix`, with its key and whether it is a temporary.
+/// Subdirectories that cannot hold a match are not read.
+fn walk(
+    dir: &Path,
+    rel: &str,
+    prefix: &str,
+    visit: &mut dyn FnMut(&Path, String, bool, &fs::Metadata) -> io::Result<()>,
+) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if is_missing(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue; // not a key this store could have written
+        };
+        let path = entry.path();
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue, // deleted meanwhile
+            Err(e) => return Err(e),
+        };
+        let key = format!("{rel}{name}");
+        if meta.is_dir() {
+            let sub = format!("{key}/");
+            if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                walk(&path, &sub, prefix, visit)?;
+            }
+        } else if meta.is_file() {
+            visit(&path, key, name.starts_with(TEMP_PREFIX), &meta)?;
+        }
+    }
+    Ok(())
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> io::Result<Vec<ObjectMeta>> {
+    // Start at the deepest directory the prefix names in full, so listing
+    // `data/ab` reads `data/` and not the whole repository.
+    let (start, rel) = match prefix.rsplit_once('/') {
+        Some((dir, _)) => (root.join(dir), format!("{dir}/")),
+        None => (root.to_path_buf(), String::new()),
+    };
+    let mut out = Vec::new();
+    walk(&start, &rel, prefix, &mut |_, key, is_temp, meta| {
+        if !is_temp && key.starts_with(prefix) {
+            out.push(meta_of(key, meta));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            retention: false,
+            range_reads: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+
+    async fn create(&self, object_lock: bool) -> Result<()> {
+        if object_lock {
+            return Err(StoreError::Unsupported {
+                what: "object lock".into(),
+                store: self.describe(),
+            });
+        }
+        let root = self.root.clone();
+        blocking("", move || fs::create_dir_all(&*root)).await
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path_of(key)?;
+        blocking(key, move || write_atomic(&path, &data)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path_of(key)?;
+        blocking(key, move || fs::read(path).map(Bytes::from))
+            .await
+            .map_err(|e| not_found_or(key, e))
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let path = self.path_of(key)?;
+        let truncated = || StoreError::Truncated {
+            key: key.to_owned(),
+            offset,
+            len,
+        };
+        let end = offset.checked_add(len).ok_or_else(truncated)?;
+        let buf_len = usize::try_from(len).map_err(|_| truncated())?;
+        let read = blocking(key, move || {
+            let file = File::open(path)?;
+            if file.metadata()?.len() < end {
+                return Ok(None);
+            }
+            let mut buf = vec![0; buf_len];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(Some(Bytes::from(buf)))
+        })
+        .await;
+        match read {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err(truncated()),
+            // Shrunk by a concurrent overwrite between stat and read.
+            Err(StoreError::Io { source, .. }) if source.kind() == ErrorKind::UnexpectedEof => {
+                Err(truncated())
+            }
+            Err(e) => Err(not_found_or(key, e)),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = self.path_of(key)?;
+        let owned = key.to_owned();
+        blocking(key, move || match fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(Some(meta_of(owned, &m))),
+            Ok(_) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        if prefix.split('/').any(|p| p == "..") {
+            return Err(StoreError::InvalidKey {
+                key: prefix.to_owned(),
+                reason: "'..' component in a list prefix".into(),
+            });
+        }
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let key = prefix.clone();
+        blocking(&key, move || list_blocking(&root, &prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        blocking(key, move || match fs::remove_file(path) {
+            Err(e) if is_missing(&e) => Ok(()),
+            other => other,
+        })
+        .await
+    }
+
+    async fn retain(&self, _key: &str, _until: DateTime<Utc>) -> Result<()> {
+        Err(StoreError::Unsupported {
+            what: "retention".into(),
+            store: self.describe(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_escape_or_collide_are_refused() {
+        for key in [
+            "",
+            "/abs",
+            "a//b",
+            "a/",
+            "../x",
+            "a/./b",
+            "a/.tidemark-tmp.1",
+        ] {
+            assert!(
+                matches!(validate_key(key), Err(StoreError::InvalidKey { .. })),
+                "{key:?} accepted"
+            );
+        }
+        validate_key("data/ab/ab12").unwrap();
+        validate_key("config").unwrap();
+    }
+
+    #[tokio::test]
+    async fn temporaries_are_invisible_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store
+            .put("data/ab/x", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        // What a writer killed between create and rename leaves behind.
+        let orphan = dir
+            .path()
+            .join("data/ab")
+            .join(format!("{TEMP_PREFIX}dead"));
+        fs::write(&orphan, b"partial").unwrap();
+
+        let keys: Vec<_> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, vec!["data/ab/x".to_owned()]);
+
+        assert_eq!(
+            store
+                .remove_stale_temporaries(Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(orphan.exists());
+        assert_eq!(
+            store
+                .remove_stale_temporaries(Duration::ZERO)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!orphan.exists());
+        assert_eq!(
+            store.get("data/ab/x").await.unwrap(),
+            Bytes::from_static(b"x")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_in_place_of_a_directory_reads_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("a", Bytes::from_static(b"file")).await.unwrap();
+        assert!(store.get("a/b").await.unwrap_err().is_not_found());
+        assert_eq!(store.head("a/b").await.unwrap(), None);
+        store.delete("a/b").await.unwrap();
+        assert!(store.list("a/").await.unwrap().is_empty());
+    }
+}
