@@ -1,3 +1,151 @@
-fn main() {
-    println!("Hello, world!");
+//! `testbed`: start, inspect and stop real local clusters for tests and CI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use testbed::{cassandra, kind, Kind, Root, UpOptions};
+
+#[derive(Parser)]
+#[command(about = "Real local clusters for tidemark's tests")]
+struct Cli {
+    /// State directory [default: $TESTBED_ROOT or /tmp/testbed]
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a cluster, wait until it is ready, print how to reach it (JSON)
+    Up {
+        kind: Kind,
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Name inside the root (default: the kind); another name starts an
+        /// independent second cluster
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop everything started under the root (or one cluster with --name)
+    Down {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Processes under the root and whether they run
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a cluster's connection info (JSON)
+    Info {
+        #[arg(long, default_value = "cassandra")]
+        name: String,
+    },
+    /// Run nodetool against one node: testbed nodetool --node 1 -- status
+    Nodetool {
+        #[arg(long, default_value = "cassandra")]
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        node: usize,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run sstableloader against a cluster: testbed sstableloader -- DIR
+    Sstableloader {
+        #[arg(long, default_value = "cassandra")]
+        name: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Change a running Cassandra cluster
+    Cassandra {
+        #[arg(long, default_value = "cassandra")]
+        name: String,
+        #[command(subcommand)]
+        action: CassandraCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CassandraCmd {
+    /// Add a node that bootstraps into the cluster; prints the node (JSON)
+    AddNode,
+    /// Stop node N cleanly
+    StopNode { node: usize },
+    /// Start node N again and wait until it is Up/Normal
+    StartNode { node: usize },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("testbed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = Root::new(cli.root.unwrap_or_else(Root::default_dir))?;
+    match cli.command {
+        Cmd::Up { kind, nodes, name } => {
+            let info = kind::up(kind, &root, &UpOptions { name, nodes })?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        Cmd::Down { name: Some(name) } => root.stop_cluster(&name)?,
+        Cmd::Down { name: None } => root.down()?,
+        Cmd::Status { json } => {
+            let status = root.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                for p in status {
+                    let state = if p.alive { "running" } else { "stopped" };
+                    println!(
+                        "{}/{} {} pid {} {state} ports {:?} log {}",
+                        p.cluster,
+                        p.name,
+                        p.kind,
+                        p.pid,
+                        p.ports,
+                        p.log.display()
+                    );
+                }
+            }
+        }
+        Cmd::Info { name } => {
+            let info = root.cluster(&name)?.info.context("cluster is not ready")?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        Cmd::Nodetool { name, node, args } => {
+            let info: cassandra::Info = root.info(&name)?;
+            return passthrough(cassandra::nodetool(&info, node, &args)?);
+        }
+        Cmd::Sstableloader { name, args } => {
+            let info: cassandra::Info = root.info(&name)?;
+            return passthrough(cassandra::sstableloader(&info, &args)?);
+        }
+        Cmd::Cassandra { name, action } => match action {
+            CassandraCmd::AddNode => {
+                let node = cassandra::add_node(&root, &name)?;
+                println!("{}", serde_json::to_string_pretty(&node)?);
+            }
+            CassandraCmd::StopNode { node } => cassandra::stop_node(&root, &name, node)?,
+            CassandraCmd::StartNode { node } => cassandra::start_node(&root, &name, node)?,
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hands a tool's output and exit status through unchanged.
+fn passthrough(out: std::process::Output) -> Result<ExitCode> {
+    use std::io::Write;
+    std::io::stdout().write_all(&out.stdout)?;
+    std::io::stderr().write_all(&out.stderr)?;
+    let code = out.status.code().unwrap_or(1);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

@@ -1,0 +1,301 @@
+//! Apache Cassandra 5.0 from Maven Central on the machine's Java 17: one JVM
+//! per node on its own loopback address 127.0.B.N.
+//!
+//! Each cluster gets a /24 block B nobody listens on, plus its own storage and
+//! CQL ports, so neither a second cluster nor a concurrent test run can meet
+//! it. Tokens are assigned up front and the initial nodes skip bootstrap, so
+//! they all start at once; an added node bootstraps for real.
+
+mod config;
+mod tools;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::kind::{Kind, UpOptions};
+use crate::process::{self, ProcessRecord};
+use crate::root::Root;
+use crate::{cache, net, wait};
+
+pub use config::{initial_tokens, split_tokens};
+pub use tools::{nodetool, nodetool_ok, sstableloader, up_normal_count};
+
+pub const VERSION: &str = "5.0.9";
+const JAMM_JAR: &str = "jamm-0.4.0.jar";
+pub const DEFAULT_NODES: usize = 3;
+/// Few vnodes: realistic enough to exercise token ranges, cheap to manage.
+pub const NUM_TOKENS: usize = 4;
+/// Room in a block for nodes added after the start.
+const MAX_NODES: u8 = 16;
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(240);
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// How to reach a cluster; what `testbed up cassandra` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Info {
+    /// The testbed's name for the cluster inside its root.
+    pub name: String,
+    /// Cassandra's `cluster_name`.
+    pub cluster_name: String,
+    pub version: String,
+    pub datacenter: String,
+    /// `address:port` of every node's CQL endpoint.
+    pub contact_points: Vec<String>,
+    pub native_port: u16,
+    pub storage_port: u16,
+    pub num_tokens: usize,
+    /// Directory of cassandra-all and its dependencies (the classpath).
+    pub jars: PathBuf,
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeInfo {
+    /// 1-based; the last address octet.
+    pub node: usize,
+    pub address: Ipv4Addr,
+    /// JMX on 127.0.0.1 (Cassandra's local-only JMX).
+    pub jmx_port: u16,
+    pub data_dir: PathBuf,
+    pub commitlog_dir: PathBuf,
+    pub hints_dir: PathBuf,
+    pub saved_caches_dir: PathBuf,
+    /// This node's cassandra.yaml.
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub tokens: Vec<i64>,
+}
+
+impl Info {
+    pub fn node(&self, n: usize) -> Result<&NodeInfo> {
+        self.nodes
+            .iter()
+            .find(|x| x.node == n)
+            .with_context(|| format!("cluster {} has no node {n}", self.name))
+    }
+}
+
+impl NodeInfo {
+    pub fn process_name(&self) -> String {
+        format!("node{}", self.node)
+    }
+
+    pub fn native_addr(&self, info: &Info) -> SocketAddr {
+        SocketAddr::from((self.address, info.native_port))
+    }
+}
+
+/// cassandra-all and its dependencies, fetched once into the download cache.
+pub fn jars() -> Result<PathBuf> {
+    let dir = cache::maven_jars(
+        &format!("cassandra-{VERSION}"),
+        &[("org.apache.cassandra", "cassandra-all", VERSION)],
+    )?;
+    if !dir.join(JAMM_JAR).exists() {
+        bail!("{} lacks {JAMM_JAR}", dir.display());
+    }
+    Ok(dir)
+}
+
+/// Starts a new cluster and waits until every node serves CQL and sees all
+/// others Up/Normal.
+pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
+    let nodes = opts.nodes.unwrap_or(DEFAULT_NODES);
+    if nodes == 0 || nodes > MAX_NODES as usize {
+        bail!("--nodes must be 1..={MAX_NODES}, got {nodes}");
+    }
+    let name = opts.name_or(Kind::Cassandra);
+    let jars = jars()?;
+    root.create_cluster(Kind::Cassandra, &name)?;
+
+    let block = net::free_block()?;
+    let block_addrs: Vec<Ipv4Addr> = (1..=MAX_NODES)
+        .map(|n| Ipv4Addr::new(127, 0, block, n))
+        .collect();
+    let storage_port = net::free_port_on(&block_addrs)?;
+    let native_port = net::free_port_on(&block_addrs)?;
+    let mut info = Info {
+        name: name.clone(),
+        cluster_name: format!("testbed-{name}"),
+        version: VERSION.to_string(),
+        datacenter: config::DATACENTER.to_string(),
+        contact_points: Vec::new(),
+        native_port,
+        storage_port,
+        num_tokens: NUM_TOKENS,
+        jars,
+        nodes: Vec::new(),
+    };
+    for (i, tokens) in initial_tokens(nodes, NUM_TOKENS).into_iter().enumerate() {
+        let node = new_node(root, &info, block_addrs[i], i + 1, tokens)?;
+        info.contact_points
+            .push(node.native_addr(&info).to_string());
+        info.nodes.push(node);
+    }
+
+    let started = Instant::now();
+    let mut records = Vec::new();
+    for node in &info.nodes {
+        config::write_node_files(&info, node, false)?;
+        records.push(spawn_node(root, &info, node)?);
+    }
+    let watched: Vec<&ProcessRecord> = records.iter().collect();
+    for node in &info.nodes {
+        wait_cql(&info, node, 0, &watched, NODE_START_TIMEOUT)?;
+    }
+    wait_all_normal(&info, &watched)?;
+    eprintln!(
+        "cassandra {name}: {nodes} nodes ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(info)
+}
+
+fn new_node(
+    root: &Root,
+    info: &Info,
+    address: Ipv4Addr,
+    n: usize,
+    tokens: Vec<i64>,
+) -> Result<NodeInfo> {
+    let dir = root.cluster_dir(&info.name).join(format!("node{n}"));
+    Ok(NodeInfo {
+        node: n,
+        address,
+        jmx_port: net::free_port()?,
+        data_dir: dir.join("data"),
+        commitlog_dir: dir.join("commitlog"),
+        hints_dir: dir.join("hints"),
+        saved_caches_dir: dir.join("saved_caches"),
+        config: dir.join("conf/cassandra.yaml"),
+        log: dir.join("node.log"),
+        tokens,
+    })
+}
+
+fn spawn_node(root: &Root, info: &Info, node: &NodeInfo) -> Result<ProcessRecord> {
+    let mut cmd = Command::new("java");
+    cmd.args(config::node_jvm_args(info, node));
+    let record = process::spawn(
+        &node.process_name(),
+        cmd,
+        &node.log,
+        vec![info.native_port, info.storage_port, node.jmx_port],
+    )?;
+    root.add_process(&info.name, record.clone())?;
+    Ok(record)
+}
+
+/// CQL is served once the log (past `log_offset`, i.e. this run) says so and
+/// the port accepts.
+fn wait_cql(
+    info: &Info,
+    node: &NodeInfo,
+    log_offset: u64,
+    watched: &[&ProcessRecord],
+    timeout: Duration,
+) -> Result<()> {
+    let addr = node.native_addr(info);
+    wait::wait_for(
+        &format!("cassandra {} node {} CQL on {addr}", info.name, node.node),
+        timeout,
+        watched,
+        std::slice::from_ref(&node.log),
+        || {
+            Ok(
+                log_since(&node.log, log_offset).contains("Starting listening for CQL clients")
+                    && wait::tcp_open(addr),
+            )
+        },
+    )
+}
+
+/// Every node's own view (nodetool status through its JMX) shows every node UN.
+fn wait_all_normal(info: &Info, watched: &[&ProcessRecord]) -> Result<()> {
+    let want = info.nodes.len();
+    let logs: Vec<PathBuf> = info.nodes.iter().map(|n| n.log.clone()).collect();
+    for node in &info.nodes {
+        wait::wait_for(
+            &format!(
+                "cassandra {} node {} sees {want} nodes UN",
+                info.name, node.node
+            ),
+            Duration::from_secs(120),
+            watched,
+            &logs,
+            || Ok(up_normal_count(info, node.node).unwrap_or(0) == want),
+        )?;
+    }
+    Ok(())
+}
+
+fn log_since(path: &std::path::Path, offset: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = (offset as usize).min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+fn log_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Adds a node that bootstraps (streams its share of the data) into a running
+/// cluster; returns it once every node sees it Up/Normal.
+pub fn add_node(root: &Root, name: &str) -> Result<NodeInfo> {
+    let mut info: Info = root.info(name)?;
+    let n = info.nodes.iter().map(|x| x.node).max().unwrap_or(0) + 1;
+    if n > MAX_NODES as usize {
+        bail!("cluster {name} already has {MAX_NODES} addresses in use");
+    }
+    let block = info.nodes[0].address.octets()[2];
+    let existing: Vec<i64> = info.nodes.iter().flat_map(|x| x.tokens.clone()).collect();
+    let tokens = split_tokens(&existing, info.num_tokens);
+    let node = new_node(
+        root,
+        &info,
+        Ipv4Addr::new(127, 0, block, n as u8),
+        n,
+        tokens,
+    )?;
+    config::write_node_files(&info, &node, true)?;
+    let record = spawn_node(root, &info, &node)?;
+    wait_cql(&info, &node, 0, &[&record], BOOTSTRAP_TIMEOUT)?;
+    info.contact_points
+        .push(node.native_addr(&info).to_string());
+    info.nodes.push(node.clone());
+    let records = live_records(root, &info)?;
+    wait_all_normal(&info, &records.iter().collect::<Vec<_>>())?;
+    root.set_info(name, serde_json::to_value(&info)?)?;
+    Ok(node)
+}
+
+/// Stops one node cleanly (SIGTERM: Cassandra drains, then exits).
+pub fn stop_node(root: &Root, name: &str, n: usize) -> Result<()> {
+    let info: Info = root.info(name)?;
+    root.stop_process(name, &info.node(n)?.process_name())
+}
+
+/// Starts a stopped node again with its data and waits until all see it UN.
+pub fn start_node(root: &Root, name: &str, n: usize) -> Result<()> {
+    let info: Info = root.info(name)?;
+    let node = info.node(n)?;
+    if root.process(name, &node.process_name())?.is_alive() {
+        bail!("node {n} of {name} is already running");
+    }
+    let offset = log_len(&node.log);
+    let record = spawn_node(root, &info, node)?;
+    wait_cql(&info, node, offset, &[&record], NODE_START_TIMEOUT)?;
+    let records = live_records(root, &info)?;
+    wait_all_normal(&info, &records.iter().collect::<Vec<_>>())
+}
+
+fn live_records(root: &Root, info: &Info) -> Result<Vec<ProcessRecord>> {
+    Ok(root.cluster(&info.name)?.processes)
+}
