@@ -128,7 +128,11 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         .collect();
     let initial_cluster = initial_cluster.join(",");
     // Unique per start, so members of another cluster can never join this one.
-    let token = format!("testbed-{name}-{}-{}", std::process::id(), info.members[0].peer_port);
+    let token = format!(
+        "testbed-{name}-{}-{}",
+        std::process::id(),
+        info.members[0].peer_port
+    );
 
     let started = Instant::now();
     let mut records = Vec::new();
