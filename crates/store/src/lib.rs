@@ -22,9 +22,17 @@ use chrono::{DateTime, Utc};
 
 mod error;
 pub mod local;
+pub mod location;
+pub mod retry;
+pub mod s3;
+pub mod throttle;
 
 pub use error::{Result, StoreError};
 pub use local::LocalStore;
+pub use location::{Location, OpenOptions};
+pub use retry::{RetryPolicy, RetryStore};
+pub use s3::S3Store;
+pub use throttle::ThrottleStore;
 
 /// What a backend can do, as data: callers branch on these flags, never on the
 /// backend's kind.

@@ -1,0 +1,537 @@
+//! Any S3-compatible object store as a [`Store`] (aws-sdk-s3, path-style
+//! addressing so plain `http://127.0.0.1:PORT` endpoints work).
+//!
+//! Object Lock: with `lock_days` set, every `put` carries COMPLIANCE
+//! retention until now + `lock_days`, and `retain` extends (never shortens)
+//! the date of the current version. The SDK's own retries are disabled: the
+//! `retry` wrapper owns that policy, and two nested layers would multiply.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, ObjectLockEnabled, ObjectLockMode,
+    ObjectLockRetention, ObjectLockRetentionMode,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use md5::{Digest, Md5};
+
+use crate::{Capabilities, ObjectMeta, Result, Store, StoreError};
+
+mod errors;
+use errors::{classify, Kind};
+
+/// A secret string whose Debug and Display never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything needed to reach one bucket (and prefix inside it).
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `http(s)://host:port`, no trailing slash.
+    pub endpoint: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+    /// Retention in days given to every object written (Object Lock).
+    pub lock_days: Option<u32>,
+}
+
+/// One version of an object, as `ListObjectVersions` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Key relative to the store prefix.
+    pub key: String,
+    pub version_id: String,
+    pub is_latest: bool,
+    pub delete_marker: bool,
+}
+
+pub struct S3Store {
+    client: Client,
+    config: S3Config,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The SDK client is left out: its config holds the credentials.
+        f.debug_struct("S3Store")
+            .field("endpoint", &self.config.endpoint)
+            .field("bucket", &self.config.bucket)
+            .field("prefix", &self.config.prefix)
+            .field("lock_days", &self.config.lock_days)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    pub fn new(config: S3Config) -> Self {
+        let credentials = Credentials::new(
+            &config.access_key,
+            config.secret_key.expose(),
+            None,
+            None,
+            "tidemark",
+        );
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // Generous: one attempt may move a pack of a few hundred MiB on a
+            // slow link; a stalled stream is caught by the SDK's stall guard.
+            .operation_attempt_timeout(Duration::from_secs(600))
+            .build();
+        let sdk = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&config.endpoint)
+            .region(Region::new(config.region.clone()))
+            .credentials_provider(credentials)
+            .force_path_style(true)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts)
+            .build();
+        S3Store {
+            client: Client::from_conf(sdk),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &S3Config {
+        &self.config
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.config.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.config.prefix)
+        }
+    }
+
+    fn relative<'a>(&self, full: &'a str) -> &'a str {
+        if self.config.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.config.prefix)
+                .and_then(|k| k.strip_prefix('/'))
+                .unwrap_or(full)
+        }
+    }
+
+    /// Every version and delete marker under `prefix` (for tests and repair
+    /// tools; the repository itself only sees current versions).
+    pub async fn list_versions(&self, prefix: &str) -> Result<Vec<ObjectVersion>> {
+        let full_prefix = self.full_key(prefix);
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.config.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| classify(e).into_error(prefix))?;
+            for v in page.versions() {
+                out.push(ObjectVersion {
+                    key: self.relative(v.key().unwrap_or_default()).to_owned(),
+                    version_id: v.version_id().unwrap_or_default().to_owned(),
+                    is_latest: v.is_latest().unwrap_or(false),
+                    delete_marker: false,
+                });
+            }
+            for m in page.delete_markers() {
+                out.push(ObjectVersion {
+                    key: self.relative(m.key().unwrap_or_default()).to_owned(),
+                    version_id: m.version_id().unwrap_or_default().to_owned(),
+                    is_latest: m.is_latest().unwrap_or(false),
+                    delete_marker: true,
+                });
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Delete one version for good (what an attacker with stolen keys would
+    /// try); Object Lock makes the store answer [`StoreError::Denied`].
+    pub async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .version_id(version_id)
+            .send()
+            .await
+            .map_err(|e| classify(e).into_error(key))?;
+        Ok(())
+    }
+
+    /// The retain-until date of the current version, `None` without one.
+    pub async fn retention(&self, key: &str) -> Result<Option<DateTime<Utc>>> {
+        let answer = self
+            .client
+            .get_object_retention()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await;
+        match answer {
+            Ok(out) => Ok(out
+                .retention()
+                .and_then(|r| r.retain_until_date())
+                .and_then(to_chrono)),
+            Err(e) => match classify(e) {
+                // No lock configuration on this object: no retention.
+                Kind::NoRetention => Ok(None),
+                other => Err(other.into_error(key)),
+            },
+        }
+    }
+
+    async fn bucket_exists(&self) -> Result<bool> {
+        let bucket = &self.config.bucket;
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match classify(e) {
+                Kind::NotFound => Ok(false),
+                other => Err(other.into_error(bucket)),
+            },
+        }
+    }
+}
+
+fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn to_smithy(t: DateTime<Utc>) -> aws_sdk_s3::primitives::DateTime {
+    aws_sdk_s3::primitives::DateTime::from_secs_and_nanos(t.timestamp(), t.timestamp_subsec_nanos())
+}
+
+fn size_of(len: Option<i64>) -> u64 {
+    len.and_then(|l| u64::try_from(l).ok()).unwrap_or(0)
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            retention: true,
+            range_reads: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("s3:{}/{}", self.config.endpoint, self.config.bucket);
+        if !self.config.prefix.is_empty() {
+            s.push('/');
+            s.push_str(&self.config.prefix);
+        }
+        s
+    }
+
+    async fn create(&self, object_lock: bool) -> Result<()> {
+        let bucket = &self.config.bucket;
+        if !self.bucket_exists().await? {
+            let mut req = self
+                .client
+                .create_bucket()
+                .bucket(bucket)
+                .object_lock_enabled_for_bucket(object_lock);
+            // us-east-1 is the one region that must not be named here.
+            if self.config.region != "us-east-1" {
+                req = req.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(
+                            self.config.region.as_str(),
+                        ))
+                        .build(),
+                );
+            }
+            match req.send().await {
+                Ok(_) => return Ok(()),
+                Err(e) => match classify(e) {
+                    // Someone else created it in the meantime; check it below.
+                    Kind::BucketExists => {}
+                    other => return Err(other.into_error(bucket)),
+                },
+            }
+        }
+        if object_lock {
+            let conf = self
+                .client
+                .get_object_lock_configuration()
+                .bucket(bucket)
+                .send()
+                .await;
+            let enabled = match conf {
+                Ok(out) => {
+                    out.object_lock_configuration()
+                        .and_then(|c| c.object_lock_enabled())
+                        == Some(&ObjectLockEnabled::Enabled)
+                }
+                Err(e) => match classify(e) {
+                    Kind::NoRetention => false,
+                    other => return Err(other.into_error(bucket)),
+                },
+            };
+            if !enabled {
+                return Err(StoreError::Unsupported {
+                    what: format!("object lock on existing bucket {bucket} (created without it)"),
+                    store: self.describe(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .content_length(data.len() as i64);
+        if let Some(days) = self.config.lock_days {
+            // S3 refuses a locked put without an integrity header. Hashing is
+            // CPU work: off the async threads.
+            let body = data.clone();
+            let md5 = tokio::task::spawn_blocking(move || Md5::digest(&body))
+                .await
+                .map_err(|e| StoreError::Io {
+                    key: key.to_owned(),
+                    source: std::io::Error::other(e),
+                })?;
+            let until = Utc::now() + chrono::Duration::days(i64::from(days));
+            req = req
+                .content_md5(aws_smithy_types::base64::encode(md5.as_slice()))
+                .object_lock_mode(ObjectLockMode::Compliance)
+                .object_lock_retain_until_date(to_smithy(until));
+        }
+        req.body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| classify(e).into_error(key))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| classify(e).into_error(key))?;
+        errors::collect(key, out.body).await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let truncated = || StoreError::Truncated {
+            key: key.to_owned(),
+            offset,
+            len,
+        };
+        let end = offset.checked_add(len).ok_or_else(truncated)?;
+        if len == 0 {
+            // HTTP cannot express an empty range; the size decides.
+            return match self.head(key).await? {
+                Some(meta) if meta.size >= end => Ok(Bytes::new()),
+                Some(_) => Err(truncated()),
+                None => Err(StoreError::NotFound {
+                    key: key.to_owned(),
+                }),
+            };
+        }
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes={offset}-{}", end - 1))
+            .send()
+            .await;
+        let out = match answer {
+            Ok(out) => out,
+            Err(e) => {
+                return Err(match classify(e) {
+                    Kind::InvalidRange => truncated(),
+                    other => other.into_error(key),
+                })
+            }
+        };
+        let data = errors::collect(key, out.body).await?;
+        // A range past the end is served short, not refused.
+        if (data.len() as u64) < len {
+            return Err(truncated());
+        }
+        Ok(data)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let answer = self
+            .client
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await;
+        match answer {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: size_of(out.content_length()),
+                modified: out.last_modified().and_then(to_chrono),
+            })),
+            Err(e) => match classify(e) {
+                Kind::NotFound => Ok(None),
+                other => Err(other.into_error(key)),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.config.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => match classify(e) {
+                    // Like a missing directory: nothing under the prefix.
+                    Kind::NotFound => return Ok(Vec::new()),
+                    other => return Err(other.into_error(prefix)),
+                },
+            };
+            for obj in page.contents() {
+                let Some(full) = obj.key() else { continue };
+                // Some stores (SeaweedFS) list directory entries as keys
+                // ending in '/'; they are not objects.
+                if full.ends_with('/') {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: self.relative(full).to_owned(),
+                    size: size_of(obj.size()),
+                    modified: obj.last_modified().and_then(to_chrono),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let answer = self
+            .client
+            .delete_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(e) {
+                Kind::NotFound => Ok(()),
+                other => Err(other.into_error(key)),
+            },
+        }
+    }
+
+    async fn retain(&self, key: &str, until: DateTime<Utc>) -> Result<()> {
+        if let Some(current) = self.retention(key).await? {
+            if current >= until {
+                return Ok(());
+            }
+        }
+        let retention = ObjectLockRetention::builder()
+            .mode(ObjectLockRetentionMode::Compliance)
+            .retain_until_date(to_smithy(until))
+            .build();
+        self.client
+            .put_object_retention()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| classify(e).into_error(key))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_describe() {
+        let store = S3Store::new(S3Config {
+            endpoint: "http://127.0.0.1:9".into(),
+            bucket: "b".into(),
+            prefix: "p/q".into(),
+            region: "us-east-1".into(),
+            access_key: "AKIDVISIBLE".into(),
+            secret_key: Secret::new("very-secret-value"),
+            lock_days: None,
+        });
+        let shown = format!("{store:?} {} {:?}", store.describe(), store.config());
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+        assert_eq!(store.describe(), "s3:http://127.0.0.1:9/b/p/q");
+        assert_eq!(store.full_key("config"), "p/q/config");
+        assert_eq!(store.relative("p/q/data/ab"), "data/ab");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_a_temporary_error() {
+        // Port 9 (discard) on loopback: nothing listens, the connect fails.
+        let store = S3Store::new(S3Config {
+            endpoint: "http://127.0.0.1:9".into(),
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            access_key: "a".into(),
+            secret_key: Secret::new("s"),
+            lock_days: None,
+        });
+        let err = store.get("k").await.unwrap_err();
+        assert!(err.is_temporary(), "{err:?}");
+    }
+}
