@@ -14,8 +14,7 @@ const TAIL_LINES: usize = 80;
 
 /// Polls `check` every 250 ms until it returns `Ok(true)`. An `Err` from the
 /// check, a dead watched process or the timeout ends the wait with an error
-/// that includes the last lines of `logs` (also printed to stderr, since a
-/// test harness may swallow the error chain).
+/// that includes the last lines of `logs` (and of a watched process that died).
 pub fn wait_for(
     what: &str,
     timeout: Duration,
@@ -24,6 +23,7 @@ pub fn wait_for(
     mut check: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let start = Instant::now();
+    let mut logs: Vec<PathBuf> = logs.to_vec();
     let failure = loop {
         match check() {
             Ok(true) => return Ok(()),
@@ -31,6 +31,9 @@ pub fn wait_for(
             Err(e) => break format!("{what}: check failed: {e:#}"),
         }
         if let Some(dead) = watched.iter().find(|p| !p.is_alive()) {
+            if !logs.contains(&dead.log) {
+                logs.insert(0, dead.log.clone());
+            }
             break format!("{what}: {} (pid {}) exited", dead.name, dead.pid);
         }
         if start.elapsed() > timeout {
@@ -39,14 +42,13 @@ pub fn wait_for(
         std::thread::sleep(Duration::from_millis(250));
     };
     let mut message = failure;
-    for log in logs {
+    for log in &logs {
         message.push_str(&format!(
             "\n--- last {TAIL_LINES} lines of {} ---\n{}",
             log.display(),
             log_tail(log, TAIL_LINES)
         ));
     }
-    eprintln!("{message}");
     bail!(message)
 }
 

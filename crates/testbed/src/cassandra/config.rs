@@ -81,7 +81,10 @@ const JDK17_CLIENTS: &[&str] = &[
 ];
 
 /// JVM arguments for a node, up to and including the main class.
-pub fn node_jvm_args(info: &Info, node: &NodeInfo) -> Vec<String> {
+/// `joining`: the node bootstraps into a running cluster. Other nodes skip
+/// the endpoint-collision shadow round, which fails when the seed is itself
+/// still starting (and a fresh address in a fresh cluster cannot collide).
+pub fn node_jvm_args(info: &Info, node: &NodeInfo, joining: bool) -> Vec<String> {
     let dir = node_dir(node);
     let mut args = vec![
         format!("-Xms{HEAP_MB}M"),
@@ -107,6 +110,9 @@ pub fn node_jvm_args(info: &Info, node: &NodeInfo) -> Vec<String> {
         "-Dcassandra.boot_without_jna=true".into(),
         "-Dcassandra.superuser_setup_delay_ms=0".into(),
     ];
+    if !joining {
+        args.push("-Dcassandra.allow_unsafe_join=true".into());
+    }
     args.extend(JDK17_SERVER.iter().map(|s| s.to_string()));
     args.push("-cp".into());
     args.push(classpath(info));

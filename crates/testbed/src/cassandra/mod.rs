@@ -114,6 +114,11 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
     let name = opts.name_or(Kind::Cassandra);
     let jars = jars()?;
     root.create_cluster(Kind::Cassandra, &name)?;
+    // A new cluster never inherits data from an earlier one of the same name.
+    let dir = root.cluster_dir(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
 
     let block = net::free_block()?;
     let block_addrs: Vec<Ipv4Addr> = (1..=MAX_NODES)
@@ -144,7 +149,7 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
     let mut records = Vec::new();
     for node in &info.nodes {
         config::write_node_files(&info, node, false)?;
-        records.push(spawn_node(root, &info, node)?);
+        records.push(spawn_node(root, &info, node, false)?);
     }
     let watched: Vec<&ProcessRecord> = records.iter().collect();
     for node in &info.nodes {
@@ -180,9 +185,9 @@ fn new_node(
     })
 }
 
-fn spawn_node(root: &Root, info: &Info, node: &NodeInfo) -> Result<ProcessRecord> {
+fn spawn_node(root: &Root, info: &Info, node: &NodeInfo, joining: bool) -> Result<ProcessRecord> {
     let mut cmd = Command::new("java");
-    cmd.args(config::node_jvm_args(info, node));
+    cmd.args(config::node_jvm_args(info, node, joining));
     let record = process::spawn(
         &node.process_name(),
         cmd,
@@ -265,7 +270,7 @@ pub fn add_node(root: &Root, name: &str) -> Result<NodeInfo> {
         tokens,
     )?;
     config::write_node_files(&info, &node, true)?;
-    let record = spawn_node(root, &info, &node)?;
+    let record = spawn_node(root, &info, &node, true)?;
     wait_cql(&info, &node, 0, &[&record], BOOTSTRAP_TIMEOUT)?;
     info.contact_points
         .push(node.native_addr(&info).to_string());
@@ -290,7 +295,7 @@ pub fn start_node(root: &Root, name: &str, n: usize) -> Result<()> {
         bail!("node {n} of {name} is already running");
     }
     let offset = log_len(&node.log);
-    let record = spawn_node(root, &info, node)?;
+    let record = spawn_node(root, &info, node, false)?;
     wait_cql(&info, node, offset, &[&record], NODE_START_TIMEOUT)?;
     let records = live_records(root, &info)?;
     wait_all_normal(&info, &records.iter().collect::<Vec<_>>())
