@@ -12,14 +12,28 @@ use crate::root::Root;
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Cassandra,
+    Hdfs,
+    Mongodb,
+    Redis,
+    Etcd,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Cassandra];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Cassandra,
+        Kind::Hdfs,
+        Kind::Mongodb,
+        Kind::Redis,
+        Kind::Etcd,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Cassandra => "cassandra",
+            Kind::Hdfs => "hdfs",
+            Kind::Mongodb => "mongodb",
+            Kind::Redis => "redis",
+            Kind::Etcd => "etcd",
         }
     }
 }
@@ -66,6 +80,10 @@ pub fn up(kind: Kind, root: &Root, opts: &UpOptions) -> Result<serde_json::Value
     let name = opts.name_or(kind);
     let started = match kind {
         Kind::Cassandra => crate::cassandra::start(root, opts).and_then(to_json),
+        Kind::Hdfs => crate::hdfs::start(root, opts).and_then(to_json),
+        Kind::Mongodb => crate::mongodb::start(root, opts).and_then(to_json),
+        Kind::Redis => crate::redis::start(root, opts).and_then(to_json),
+        Kind::Etcd => crate::etcd::start(root, opts).and_then(to_json),
     };
     match started {
         Ok(info) => {

@@ -11,7 +11,8 @@
 //!   `$TESTBED_CACHE`), filled once per machine, Maven fetches included;
 //! - [`kind`]: the `Kind` enum and the single dispatch in [`kind::up`];
 //! - [`fixture`]: one shared cluster per test binary, or one reused from CI;
-//! - one module per kind: [`cassandra`].
+//! - one module per kind: [`cassandra`], [`hdfs`], [`mongodb`] (FerretDB),
+//!   [`redis`], [`etcd`]; [`http`] and [`fresh`] are small helpers they share.
 //!
 //! # Plugging in a kind
 //!
@@ -32,11 +33,18 @@
 
 pub mod cache;
 pub mod cassandra;
+pub mod etcd;
 pub mod fixture;
+pub mod fresh;
+pub mod hdfs;
+pub mod http;
 pub mod kind;
+pub mod mongodb;
 pub mod net;
 pub mod process;
+pub mod redis;
 pub mod root;
+pub mod s3;
 pub mod wait;
 
 pub use kind::{Kind, UpOptions};
