@@ -62,7 +62,7 @@ fn binary_up_status_down_leaves_no_process() {
     );
     let info: Value = serde_json::from_slice(&up.stdout).unwrap();
     let endpoint = info["endpoints"][0].as_str().unwrap().to_string();
-    etcdctl(&[endpoint.clone()], &["put", "k", "v"]).unwrap();
+    etcdctl(std::slice::from_ref(&endpoint), &["put", "k", "v"]).unwrap();
 
     let status = testbed(root.path(), &["status", "--json"]);
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
