@@ -1,0 +1,486 @@
+//! Backup of file trees into a snapshot.
+//!
+//! Directories are walked in parallel (rayon, nested: sibling entries and
+//! sibling directories run on every core). A file is read in segments; each
+//! segment is cut with FastCDC (seeded from the key) and its chunks are hashed,
+//! deduplicated, compressed and sealed in parallel while the next segment is
+//! read. A file whose size, mtime, ctime and inode match the parent snapshot's
+//! entry at the same path is not read at all: its chunk list is reused
+//! (incremental backup). Unreadable entries are reported and skipped; the
+//! snapshot is then marked incomplete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::Utc;
+use fastcdc::v2020::{FastCDC, Normalization};
+use rayon::prelude::*;
+
+use crate::blob::BlobType;
+use crate::error::{RepoError, Result};
+use crate::fsmeta::{node_from, set_link_target, Names};
+use crate::id::Id;
+use crate::index::Index;
+use crate::lock::{Lock, LockKind};
+use crate::packer::Packer;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::snapshot::{BackupSummary, Snapshot};
+use crate::tree::{Node, NodeKind, Tree};
+
+/// Bytes read from a file before its chunks are processed in parallel.
+const SEGMENT: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// Read every file again.
+    None,
+    Snapshot(Id),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    pub hostname: Option<String>,
+    pub parent: ParentChoice,
+    /// Worker threads (default: the number of cores).
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct BackupOutcome {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    /// Entries that could not be read: (path, reason).
+    pub errors: Vec<(PathBuf, String)>,
+}
+
+/// Make a source path absolute and lexically clean (no `.` or `..`).
+pub fn clean_path(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| RepoError::io(p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    if opts.paths.is_empty() {
+        return Err(RepoError::Invalid("no path to back up".into()));
+    }
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let c = clean_path(p)?;
+        std::fs::symlink_metadata(&c).map_err(|e| RepoError::io(&c, e))?;
+        paths.push(c);
+    }
+    paths.sort();
+    paths.dedup();
+    // A path inside another given path is covered by it.
+    let roots: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| !paths.iter().any(|q| q != *p && p.starts_with(q)))
+        .cloned()
+        .collect();
+    let hostname = opts.hostname.clone().unwrap_or_else(crate::hostname);
+    let path_strings: Vec<String> = roots.iter().map(|p| p.display().to_string()).collect();
+
+    let lock = Lock::acquire(repo, LockKind::Backup)?;
+    progress.phase("loading index");
+    let index = repo.load_index()?;
+    let parent = find_parent(repo, &opts.parent, &hostname, &path_strings)?;
+    let parent_tree = match &parent {
+        Some((_, s)) => Some(repo.load_tree(&index, &s.tree)?),
+        None => None,
+    };
+
+    progress.phase("backing up");
+    let scan_stop = std::sync::atomic::AtomicBool::new(false);
+    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("tidemark-backup-{i}"))
+        .build()
+        .map_err(|e| RepoError::Invalid(format!("thread pool: {e}")))?;
+    let packer = Packer::new(repo, &index);
+    let arch = Archiver {
+        repo,
+        index: &index,
+        packer: &packer,
+        progress,
+        names: Names::default(),
+        seed: repo.key().chunker_seed(),
+        errors: Mutex::new(Vec::new()),
+        hardlinks: Mutex::new(HashMap::new()),
+        c: Counters::default(),
+    };
+    let tree_id = std::thread::scope(|s| {
+        s.spawn(|| scan(&roots, progress, &scan_stop));
+        let r = pool
+            .install(|| arch.virtual_root(&roots, parent_tree.as_ref()))
+            .and_then(|t| arch.store_tree(t));
+        scan_stop.store(true, Ordering::Relaxed);
+        r
+    })?;
+    progress.phase("writing index");
+    packer.flush()?;
+
+    let errors = arch.errors.into_inner().expect("poisoned");
+    let c = &arch.c;
+    let summary = BackupSummary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unmodified: c.files_unmodified.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        errors: errors.len() as u64,
+        total_files: c.files_new.load(Ordering::Relaxed)
+            + c.files_changed.load(Ordering::Relaxed)
+            + c.files_unmodified.load(Ordering::Relaxed),
+        total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        blobs_new: packer.stats.blobs_new.load(Ordering::Relaxed),
+        data_added: packer.stats.bytes_new_raw.load(Ordering::Relaxed),
+        data_added_stored: packer.stats.bytes_new_stored.load(Ordering::Relaxed),
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    let snapshot = Snapshot {
+        time: Utc::now(),
+        hostname,
+        username: crate::username(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        tree: tree_id,
+        parent: parent.map(|(id, _)| id),
+        incomplete: !errors.is_empty(),
+        program_version: concat!("tidemark ", env!("CARGO_PKG_VERSION")).into(),
+        summary,
+        original: None,
+    };
+    progress.phase("writing snapshot");
+    let id = repo.save_snapshot(&snapshot)?;
+    // The snapshot is stored before the lock goes: prune relies on that order.
+    lock.release();
+    Ok(BackupOutcome { id, snapshot, errors })
+}
+
+fn find_parent(repo: &Repository, choice: &ParentChoice, host: &str, paths: &[String]) -> Result<Option<(Id, Snapshot)>> {
+    match choice {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Snapshot(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
+        ParentChoice::Auto => Ok(repo
+            .list_snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.hostname == host && s.paths == paths)),
+    }
+}
+
+/// Counts files and bytes beside the backup, so progress can show totals;
+/// stops early when the backup is done first.
+fn scan(roots: &[PathBuf], progress: &dyn Progress, stop: &std::sync::atomic::AtomicBool) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack: Vec<PathBuf> = roots.to_vec();
+    while let Some(p) = stack.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else {
+            files += 1;
+            bytes += m.len();
+            if files % 4096 == 0 {
+                progress.set_total(files, bytes);
+            }
+        }
+    }
+    progress.set_total(files, bytes);
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs: AtomicU64,
+    total_bytes: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+struct Archiver<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    packer: &'a Packer<'a>,
+    progress: &'a dyn Progress,
+    names: Names,
+    seed: u64,
+    errors: Mutex<Vec<(PathBuf, String)>>,
+    /// Content of multiply-linked files already read, by (device, inode).
+    hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
+    c: Counters,
+}
+
+impl<'a> Archiver<'a> {
+    fn skip(&self, path: &Path, e: impl std::fmt::Display) {
+        let msg = format!("{}: {e}", path.display());
+        self.progress.warn(&msg);
+        self.errors.lock().expect("poisoned").push((path.to_path_buf(), e.to_string()));
+    }
+
+    fn store_tree(&self, mut t: Tree) -> Result<Id> {
+        t.sort();
+        Ok(self.packer.save(BlobType::Tree, &t.encode())?.0)
+    }
+
+    fn parent_subtree(&self, parent: Option<&Node>) -> Option<Tree> {
+        let id = parent?.subtree?;
+        match self.repo.load_tree(self.index, &id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Only costs speed: the directory is read in full instead.
+                self.progress.warn(&format!("parent tree {id} unreadable, reading files again: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The root tree: the given absolute paths, nested under their real
+    /// ancestor directories.
+    fn virtual_root(&self, roots: &[PathBuf], parent: Option<&Tree>) -> Result<Tree> {
+        #[derive(Default)]
+        struct Level {
+            children: BTreeMap<OsString, Level>,
+            leaf: bool,
+        }
+        let mut top = Level::default();
+        for r in roots {
+            let mut l = &mut top;
+            for c in r.components() {
+                if let Component::Normal(s) = c {
+                    l = l.children.entry(s.to_os_string()).or_default();
+                }
+            }
+            l.leaf = true;
+        }
+        fn build(a: &Archiver<'_>, dir: &Path, level: &Level, parent: Option<&Tree>) -> Result<Tree> {
+            let nodes: Vec<Option<Node>> = level
+                .children
+                .par_iter()
+                .map(|(name, sub)| {
+                    let path = dir.join(name);
+                    let pnode = parent.and_then(|t| t.find(name));
+                    if sub.leaf {
+                        return a.entry(&path, name, pnode);
+                    }
+                    let meta = match std::fs::symlink_metadata(&path) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            a.skip(&path, e);
+                            return Ok(None);
+                        }
+                    };
+                    let ptree = a.parent_subtree(pnode);
+                    let tree = build(a, &path, sub, ptree.as_ref())?;
+                    let mut n = node_from(name, &meta, &a.names);
+                    n.subtree = Some(a.store_tree(tree)?);
+                    Ok(Some(n))
+                })
+                .collect::<Result<_>>()?;
+            Ok(Tree { nodes: nodes.into_iter().flatten().collect() })
+        }
+        build(self, Path::new("/"), &top, parent)
+    }
+
+    /// Back up one directory entry; `None` when it could not be read.
+    fn entry(&self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Result<Option<Node>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(None);
+            }
+        };
+        let mut node = node_from(name, &meta, &self.names);
+        match node.kind {
+            NodeKind::Dir => match self.dir(path, parent)? {
+                Some(t) => {
+                    node.subtree = Some(self.store_tree(t)?);
+                    self.c.dirs.fetch_add(1, Ordering::Relaxed);
+                }
+                None => return Ok(None),
+            },
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => set_link_target(&mut node, &t),
+                Err(e) => {
+                    self.skip(path, e);
+                    return Ok(None);
+                }
+            },
+            NodeKind::File => {
+                if !self.file(path, &meta, &mut node, parent)? {
+                    return Ok(None);
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn dir(&self, path: &Path, parent: Option<&Node>) -> Result<Option<Tree>> {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(None);
+            }
+        };
+        let mut names = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.skip(path, e),
+            }
+        }
+        names.sort();
+        let ptree = self.parent_subtree(parent);
+        let nodes: Vec<Option<Node>> = names
+            .par_iter()
+            .map(|name| self.entry(&path.join(name), name, ptree.as_ref().and_then(|t| t.find(name))))
+            .collect::<Result<_>>()?;
+        Ok(Some(Tree { nodes: nodes.into_iter().flatten().collect() }))
+    }
+
+    /// Fill `node.content`; false when the file could not be read.
+    fn file(&self, path: &Path, meta: &Metadata, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
+        self.c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+        if let Some(p) = parent {
+            // Unchanged since the parent snapshot, and every chunk still
+            // stored: reuse the chunk list without reading the file.
+            if p.same_file_as(node) && p.content.iter().all(|id| self.packer.known(BlobType::Data, id)) {
+                node.content = p.content.clone();
+                self.c.files_unmodified.fetch_add(1, Ordering::Relaxed);
+                self.progress.advance(1, node.size);
+                return Ok(true);
+            }
+        }
+        let link_key = (node.links > 1).then_some((node.device, node.inode));
+        if let Some(k) = link_key {
+            if let Some(c) = self.hardlinks.lock().expect("poisoned").get(&k) {
+                node.content = c.clone();
+                self.progress.advance(1, node.size);
+                return Ok(true);
+            }
+        }
+        let content = match self.read_content(path, meta.len()) {
+            Ok(c) => c,
+            Err(ContentError::Source(e)) => {
+                self.skip(path, e);
+                return Ok(false);
+            }
+            Err(ContentError::Repo(e)) => return Err(e),
+        };
+        node.content = content;
+        if let Some(k) = link_key {
+            self.hardlinks.lock().expect("poisoned").insert(k, node.content.clone());
+        }
+        if parent.is_some() {
+            self.c.files_changed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.c.files_new.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progress.advance(1, 0);
+        Ok(true)
+    }
+
+    fn read_content(&self, path: &Path, size_hint: u64) -> Result<Vec<Id>, ContentError> {
+        let mut f = File::open(path).map_err(ContentError::Source)?;
+        let cp = &self.repo.config.chunker;
+        let (min, avg, max) = (cp.min_size as usize, cp.avg_size as usize, cp.max_size as usize);
+        let seg = SEGMENT.max(max * 2);
+        let mut ids = Vec::with_capacity((size_hint / avg as u64 + 1) as usize);
+        let mut buf = Vec::with_capacity(seg.min(size_hint as usize + 1));
+        let mut eof = fill(&mut f, &mut buf, seg).map_err(ContentError::Source)?;
+        loop {
+            let cuts: Vec<(usize, usize)> =
+                FastCDC::with_level_and_seed(&buf, min, avg, max, Normalization::Level1, self.seed)
+                    .map(|c| (c.offset, c.length))
+                    .collect();
+            // The last chunk of a segment may be cut short by the segment end:
+            // it is carried into the next segment unless the file ended.
+            let keep = if eof { cuts.len() } else { cuts.len().saturating_sub(1) };
+            let done_len = cuts.get(keep).map(|c| c.0).unwrap_or(buf.len());
+            let mut next = Vec::new();
+            let (seg_ids, read) = rayon::join(
+                || self.store_chunks(&buf, &cuts[..keep]),
+                || {
+                    if eof {
+                        return Ok(true);
+                    }
+                    next.reserve(seg);
+                    next.extend_from_slice(&buf[done_len..]);
+                    fill(&mut f, &mut next, seg)
+                },
+            );
+            ids.extend(seg_ids.map_err(ContentError::Repo)?);
+            self.c.bytes_read.fetch_add(done_len as u64, Ordering::Relaxed);
+            self.progress.advance(0, done_len as u64);
+            if eof {
+                return Ok(ids);
+            }
+            eof = read.map_err(ContentError::Source)?;
+            buf = next;
+        }
+    }
+
+    fn store_chunks(&self, buf: &[u8], cuts: &[(usize, usize)]) -> Result<Vec<Id>> {
+        cuts.par_iter()
+            .map(|&(o, l)| {
+                let data = &buf[o..o + l];
+                let id = self.repo.key().blob_id(data);
+                if self.packer.claim(BlobType::Data, &id) {
+                    self.packer.save_claimed(BlobType::Data, id, data)?;
+                }
+                Ok(id)
+            })
+            .collect()
+    }
+}
+
+enum ContentError {
+    Source(std::io::Error),
+    Repo(RepoError),
+}
+
+/// Read until `buf` holds `want` bytes or the file ends; true at end of file.
+fn fill(f: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+    while buf.len() < want {
+        let start = buf.len();
+        let n = f.by_ref().take((want - start) as u64).read_to_end(buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,148 @@
+//! Blobs: the unit of deduplication, compressed and sealed one by one.
+//!
+//! A blob is the plaintext of one chunk of file content (`Data`) or one
+//! directory listing (`Tree`). Stored form: `seal(zstd(plaintext))`, or
+//! `seal(plaintext)` when compression does not shrink it (already-compressed
+//! or random data), flagged so the reader knows. zstd contexts are kept per
+//! thread and reused, not rebuilt per blob.
+
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Cipher, OVERHEAD};
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobType {
+    pub fn from_u8(b: u8) -> Option<BlobType> {
+        match b {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// Flag bit: the sealed plaintext is zstd-compressed.
+pub const FLAG_COMPRESSED: u8 = 1;
+
+/// A blob ready to be appended to a pack.
+#[derive(Debug)]
+pub struct SealedBlob {
+    pub id: Id,
+    pub kind: BlobType,
+    pub flags: u8,
+    pub raw_len: u32,
+    pub bytes: Vec<u8>,
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Compress with this thread's reused context; `None` when it does not shrink.
+pub fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    if level == 0 || data.len() < 64 {
+        return None;
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).expect("zstd level in range")));
+        }
+        let (_, c) = slot.as_mut().expect("just set");
+        // Anything at or above the input size is useless: stop there.
+        let mut out = Vec::with_capacity(data.len());
+        match c.compress_to_buffer(data, &mut out) {
+            Ok(n) if n < data.len() - data.len() / 64 => Some(out),
+            _ => None,
+        }
+    })
+}
+
+pub fn decompress(data: &[u8], raw_len: usize, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = slot.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("zstd context"));
+        let out = d
+            .decompress(data, raw_len)
+            .map_err(|e| RepoError::corrupt(what(), format!("zstd: {e}")))?;
+        if out.len() != raw_len {
+            return Err(RepoError::corrupt(what(), "decompressed length differs from the index"));
+        }
+        Ok(out)
+    })
+}
+
+/// Compress (when it helps) and encrypt one blob whose id is already known.
+pub fn seal(cipher: &Cipher, id: Id, kind: BlobType, level: i32, plain: &[u8]) -> SealedBlob {
+    let (flags, body) = match compress(level, plain) {
+        Some(c) => (FLAG_COMPRESSED, c),
+        None => (0, Vec::new()),
+    };
+    let src: &[u8] = if flags & FLAG_COMPRESSED != 0 { &body } else { plain };
+    let mut bytes = Vec::with_capacity(src.len() + OVERHEAD);
+    cipher.seal_into(src, &mut bytes);
+    SealedBlob {
+        id,
+        kind,
+        flags,
+        raw_len: plain.len() as u32,
+        bytes,
+    }
+}
+
+/// Decrypt and decompress a stored blob. The caller checks the id when it
+/// needs to (verify, restore), since that costs a hash.
+pub fn unseal(cipher: &Cipher, sealed: &[u8], flags: u8, raw_len: u32, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    let plain = cipher.open(sealed, what)?;
+    if flags & FLAG_COMPRESSED != 0 {
+        decompress(&plain, raw_len as usize, what)
+    } else if plain.len() != raw_len as usize {
+        Err(RepoError::corrupt(what(), "length differs from the index"))
+    } else {
+        Ok(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn seal_unseal_round_trip(data in proptest::collection::vec(any::<u8>(), 0..20000), rep in 1usize..4) {
+            let k = MasterKey::generate();
+            let c = k.cipher();
+            let plain: Vec<u8> = data.iter().cycle().take(data.len() * rep).copied().collect();
+            let id = k.blob_id(&plain);
+            let s = seal(&c, id, BlobType::Data, 3, &plain);
+            let back = unseal(&c, &s.bytes, s.flags, s.raw_len, &|| "b".into()).unwrap();
+            prop_assert_eq!(back, plain);
+        }
+    }
+
+    #[test]
+    fn incompressible_is_stored_raw_and_text_compressed() {
+        let k = MasterKey::generate();
+        let mut random = vec![0u8; 100_000];
+        crate::crypto::fill_random(&mut random);
+        let s = seal(&k.cipher(), k.blob_id(&random), BlobType::Data, 3, &random);
+        assert_eq!(s.flags & FLAG_COMPRESSED, 0);
+        let text = "tidemark ".repeat(10_000);
+        let s = seal(&k.cipher(), k.blob_id(text.as_bytes()), BlobType::Data, 3, text.as_bytes());
+        assert_eq!(s.flags & FLAG_COMPRESSED, FLAG_COMPRESSED);
+        assert!(s.bytes.len() < text.len() / 10);
+    }
+}

@@ -1,0 +1,181 @@
+//! Packs: many sealed blobs in one stored file that describes itself.
+//!
+//! Layout: `blob_0 || blob_1 || ... || seal(header) || u32 LE length of the
+//! sealed header`. The header lists, in order, each blob's type, flags, stored
+//! length, plaintext length and id; offsets follow from the order. So the
+//! index can be rebuilt from the packs alone (`verify`, crash recovery), and a
+//! reader needs only the last 4 bytes to find the header.
+
+use crate::blob::{BlobType, SealedBlob};
+use crate::crypto::Cipher;
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+
+const HEADER_MAGIC: &[u8; 4] = b"TMPK";
+const HEADER_VERSION: u8 = 1;
+/// type (1) + flags (1) + length (4) + raw length (4) + id (32)
+pub const HEADER_ENTRY_LEN: usize = 42;
+
+/// Where one blob sits in its pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: Id,
+    pub kind: BlobType,
+    pub flags: u8,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+/// Accumulates sealed blobs until the pack is big enough to store.
+#[derive(Default)]
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack: its bytes, its storage id and the blobs in it.
+pub struct FinishedPack {
+    pub id: Id,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn with_capacity(cap: usize) -> Self {
+        PackBuilder {
+            buf: Vec::with_capacity(cap),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, blob: SealedBlob) {
+        self.entries.push(PackEntry {
+            id: blob.id,
+            kind: blob.kind,
+            flags: blob.flags,
+            offset: self.buf.len() as u32,
+            length: blob.bytes.len() as u32,
+            raw_len: blob.raw_len,
+        });
+        self.buf.extend_from_slice(&blob.bytes);
+    }
+
+    pub fn finish(mut self, cipher: &Cipher) -> FinishedPack {
+        let mut header = Vec::with_capacity(5 + self.entries.len() * HEADER_ENTRY_LEN);
+        header.extend_from_slice(HEADER_MAGIC);
+        header.push(HEADER_VERSION);
+        for e in &self.entries {
+            header.push(e.kind as u8);
+            header.push(e.flags);
+            header.extend_from_slice(&e.length.to_le_bytes());
+            header.extend_from_slice(&e.raw_len.to_le_bytes());
+            header.extend_from_slice(&e.id.0);
+        }
+        let start = self.buf.len();
+        cipher.seal_into(&header, &mut self.buf);
+        let sealed_len = (self.buf.len() - start) as u32;
+        self.buf.extend_from_slice(&sealed_len.to_le_bytes());
+        FinishedPack {
+            id: Id::of_stored(&self.buf),
+            bytes: self.buf,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Length of the sealed header, from the last 4 bytes of a pack.
+pub fn header_len(tail: &[u8], pack: &Id) -> Result<u32> {
+    let n = tail.len();
+    if n < 4 {
+        return Err(RepoError::corrupt(format!("pack {pack}"), "shorter than 4 bytes"));
+    }
+    Ok(u32::from_le_bytes(tail[n - 4..].try_into().expect("4 bytes")))
+}
+
+/// Decode the sealed header (without its 4-byte length) of pack `pack`.
+pub fn parse_header(cipher: &Cipher, sealed: &[u8], pack: &Id, pack_len: u64) -> Result<Vec<PackEntry>> {
+    let what = || format!("header of pack {pack}");
+    let h = cipher.open(sealed, &what)?;
+    if h.len() < 5 || &h[..4] != HEADER_MAGIC || h[4] != HEADER_VERSION || (h.len() - 5) % HEADER_ENTRY_LEN != 0 {
+        return Err(RepoError::corrupt(what(), "bad magic, version or length"));
+    }
+    let mut offset = 0u64;
+    let mut out = Vec::with_capacity((h.len() - 5) / HEADER_ENTRY_LEN);
+    for e in h[5..].chunks_exact(HEADER_ENTRY_LEN) {
+        let kind = BlobType::from_u8(e[0]).ok_or_else(|| RepoError::corrupt(what(), "unknown blob type"))?;
+        let length = u32::from_le_bytes(e[2..6].try_into().expect("4"));
+        let raw_len = u32::from_le_bytes(e[6..10].try_into().expect("4"));
+        out.push(PackEntry {
+            id: Id::from_slice(&e[10..42]).expect("32"),
+            kind,
+            flags: e[1],
+            offset: offset as u32,
+            length,
+            raw_len,
+        });
+        offset += length as u64;
+    }
+    if offset + sealed.len() as u64 + 4 != pack_len {
+        return Err(RepoError::corrupt(what(), "blob lengths do not add up to the pack size"));
+    }
+    Ok(out)
+}
+
+/// Read the header of a whole pack held in memory.
+pub fn entries_of(cipher: &Cipher, bytes: &[u8], pack: &Id) -> Result<Vec<PackEntry>> {
+    let hl = header_len(bytes, pack)? as usize;
+    if hl + 4 > bytes.len() {
+        return Err(RepoError::corrupt(format!("pack {pack}"), "header length beyond the file"));
+    }
+    let start = bytes.len() - 4 - hl;
+    parse_header(cipher, &bytes[start..bytes.len() - 4], pack, bytes.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{seal, unseal};
+    use crate::crypto::MasterKey;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..20)) {
+            let k = MasterKey::generate();
+            let c = k.cipher();
+            let mut b = PackBuilder::default();
+            for p in &blobs {
+                b.add(seal(&c, k.blob_id(p), BlobType::Data, 3, p));
+            }
+            let f = b.finish(&c);
+            prop_assert_eq!(f.id, Id::of_stored(&f.bytes));
+            let entries = entries_of(&c, &f.bytes, &f.id).unwrap();
+            prop_assert_eq!(&entries, &f.entries);
+            for (e, p) in entries.iter().zip(&blobs) {
+                let s = &f.bytes[e.offset as usize..(e.offset + e.length) as usize];
+                prop_assert_eq!(&unseal(&c, s, e.flags, e.raw_len, &|| "b".into()).unwrap(), p);
+                prop_assert_eq!(e.id, k.blob_id(p));
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_pack_is_named() {
+        let k = MasterKey::generate();
+        let c = k.cipher();
+        let mut b = PackBuilder::default();
+        b.add(seal(&c, k.blob_id(b"x"), BlobType::Data, 3, b"x"));
+        let f = b.finish(&c);
+        let err = entries_of(&c, &f.bytes[..f.bytes.len() - 10], &f.id).unwrap_err();
+        assert!(err.to_string().contains(&f.id.to_hex()), "{err}");
+    }
+}

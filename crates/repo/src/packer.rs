@@ -1,0 +1,248 @@
+//! The concurrent, deduplicating blob writer.
+//!
+//! Many threads call [`Packer::save`] at once. Each blob is hashed, checked
+//! against the repository index and against what this session already stored
+//! (the first thread to claim an id stores it), sealed on the calling thread
+//! (so compression and encryption run on every core), and appended to the
+//! open pack of its type. A full pack is uploaded in the background, with a
+//! bounded number of uploads in flight (bounded memory). Index files are
+//! written only after the packs they name are stored, a few packs at a time,
+//! so a backup killed at any moment leaves packs that are either indexed (and
+//! reused by the next backup) or unreferenced (and removed by prune).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::blob::{self, BlobType, SealedBlob};
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::PackBuilder;
+use crate::repo::{FileKind, Repository};
+
+/// Uploads in flight at once; each holds up to one pack in memory.
+const UPLOADS_IN_FLIGHT: usize = 4;
+/// Write an index file after this many stored packs or this much time,
+/// whichever comes first: the work a crash can lose is bounded by it.
+const INDEX_EVERY_PACKS: usize = 8;
+const INDEX_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+pub struct PackerStats {
+    pub blobs_new: AtomicU64,
+    pub bytes_new_raw: AtomicU64,
+    pub bytes_new_stored: AtomicU64,
+    pub packs: AtomicU64,
+}
+
+struct Pending {
+    /// Packs stored but not yet named by an index file.
+    packs: Vec<IndexPack>,
+    last_write: Instant,
+    written: Vec<Id>,
+}
+
+pub struct Packer<'r> {
+    repo: &'r Repository,
+    index: &'r Index,
+    level: i32,
+    pack_size: usize,
+    claimed: Mutex<HashSet<(BlobType, Id)>>,
+    open: [Mutex<PackBuilder>; 2],
+    uploads: Mutex<Vec<JoinHandle<Result<()>>>>,
+    pending: Arc<Mutex<Pending>>,
+    slots: Arc<Semaphore>,
+    pub stats: PackerStats,
+}
+
+impl<'r> Packer<'r> {
+    pub fn new(repo: &'r Repository, index: &'r Index) -> Packer<'r> {
+        Packer {
+            repo,
+            index,
+            level: repo.config.compression,
+            pack_size: repo.config.pack_size as usize,
+            claimed: Mutex::new(HashSet::new()),
+            open: [Mutex::new(PackBuilder::default()), Mutex::new(PackBuilder::default())],
+            uploads: Mutex::new(Vec::new()),
+            pending: Arc::new(Mutex::new(Pending {
+                packs: Vec::new(),
+                last_write: Instant::now(),
+                written: Vec::new(),
+            })),
+            slots: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
+            stats: PackerStats::default(),
+        }
+    }
+
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// Whether the repository (or this session) already has the blob.
+    pub fn known(&self, kind: BlobType, id: &Id) -> bool {
+        self.index.has_live(kind, id) || self.claimed.lock().expect("poisoned").contains(&(kind, *id))
+    }
+
+    /// Claim `id`: true when the caller is the one that must store it.
+    pub fn claim(&self, kind: BlobType, id: &Id) -> bool {
+        !self.index.has_live(kind, id) && self.claimed.lock().expect("poisoned").insert((kind, *id))
+    }
+
+    /// Store a blob unless it is already there; returns its id and whether it
+    /// was new.
+    pub fn save(&self, kind: BlobType, plain: &[u8]) -> Result<(Id, bool)> {
+        let id = self.repo.key().blob_id(plain);
+        if !self.claim(kind, &id) {
+            return Ok((id, false));
+        }
+        self.add_sealed(blob::seal(self.repo.cipher(), id, kind, self.level_for(kind), plain))?;
+        Ok((id, true))
+    }
+
+    /// Store an already-claimed blob whose id the caller computed.
+    pub fn save_claimed(&self, kind: BlobType, id: Id, plain: &[u8]) -> Result<()> {
+        self.add_sealed(blob::seal(self.repo.cipher(), id, kind, self.level_for(kind), plain))
+    }
+
+    fn level_for(&self, kind: BlobType) -> i32 {
+        match kind {
+            BlobType::Data => self.level,
+            // Trees are JSON: always worth compressing.
+            BlobType::Tree => self.level.max(3),
+        }
+    }
+
+    pub fn add_sealed(&self, b: SealedBlob) -> Result<()> {
+        self.stats.blobs_new.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_new_raw.fetch_add(b.raw_len as u64, Ordering::Relaxed);
+        self.stats.bytes_new_stored.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+        let full = {
+            let mut open = self.open[b.kind as usize].lock().expect("poisoned");
+            open.add(b);
+            if open.len() >= self.pack_size {
+                Some(std::mem::replace(&mut *open, PackBuilder::with_capacity(self.pack_size + self.pack_size / 8)))
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            self.upload(p)?;
+        }
+        Ok(())
+    }
+
+    fn upload(&self, builder: PackBuilder) -> Result<()> {
+        if builder.is_empty() {
+            return Ok(());
+        }
+        self.check_failed_uploads()?;
+        let pack = builder.finish(self.repo.cipher());
+        self.stats.packs.fetch_add(1, Ordering::Relaxed);
+        let rt = self.repo.runtime();
+        // Blocks this (engine) thread while all upload slots are busy: that is
+        // the back-pressure that bounds memory.
+        let permit = rt
+            .block_on(self.slots.clone().acquire_owned())
+            .expect("semaphore never closed");
+        let store = self.repo.store().clone();
+        let pending = self.pending.clone();
+        let key = FileKind::Pack.key(&pack.id);
+        let sealed_index = IndexSealer::new(self.repo);
+        let handle = rt.spawn(async move {
+            store.put(&key, Bytes::from(pack.bytes)).await?;
+            drop(permit);
+            let due = {
+                let mut p = pending.lock().expect("poisoned");
+                p.packs.push(IndexPack { id: pack.id, blobs: pack.entries });
+                if p.packs.len() >= INDEX_EVERY_PACKS || p.last_write.elapsed() >= INDEX_EVERY {
+                    p.last_write = Instant::now();
+                    Some(std::mem::take(&mut p.packs))
+                } else {
+                    None
+                }
+            };
+            if let Some(packs) = due {
+                let id = sealed_index.store(&store, packs).await?;
+                pending.lock().expect("poisoned").written.push(id);
+            }
+            Ok(())
+        });
+        self.uploads.lock().expect("poisoned").push(handle);
+        Ok(())
+    }
+
+    /// Surface an upload error early instead of at the end of a long backup.
+    fn check_failed_uploads(&self) -> Result<()> {
+        let mut ups = self.uploads.lock().expect("poisoned");
+        let (done, running): (Vec<_>, Vec<_>) = ups.drain(..).partition(|h| h.is_finished());
+        *ups = running;
+        drop(ups);
+        for h in done {
+            self.join(h)?;
+        }
+        Ok(())
+    }
+
+    fn join(&self, h: JoinHandle<Result<()>>) -> Result<()> {
+        self.repo
+            .runtime()
+            .block_on(h)
+            .map_err(|e| RepoError::Invalid(format!("upload task failed: {e}")))?
+    }
+
+    /// Store the open packs, wait for every upload, and write the index files
+    /// naming them. Returns the ids of the index files written by this packer.
+    pub fn flush(&self) -> Result<Vec<Id>> {
+        for kind in [BlobType::Data, BlobType::Tree] {
+            let b = std::mem::take(&mut *self.open[kind as usize].lock().expect("poisoned"));
+            self.upload(b)?;
+        }
+        let handles: Vec<_> = std::mem::take(&mut *self.uploads.lock().expect("poisoned"));
+        let mut first_err = None;
+        for h in handles {
+            if let Err(e) = self.join(h) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let packs = std::mem::take(&mut self.pending.lock().expect("poisoned").packs);
+        if !packs.is_empty() {
+            let sealer = IndexSealer::new(self.repo);
+            let id = self.repo.block_on(sealer.store(self.repo.store(), packs))?;
+            self.pending.lock().expect("poisoned").written.push(id);
+        }
+        Ok(std::mem::take(&mut self.pending.lock().expect("poisoned").written))
+    }
+}
+
+/// Seals index files inside async upload tasks (the key is cloned in).
+struct IndexSealer {
+    cipher: crate::crypto::Cipher,
+}
+
+impl IndexSealer {
+    fn new(repo: &Repository) -> IndexSealer {
+        // A fresh Cipher over the same key; cheap, and keeps the task 'static.
+        IndexSealer {
+            cipher: repo.key().cipher(),
+        }
+    }
+
+    async fn store(&self, store: &tidemark_store::DynStore, packs: Vec<IndexPack>) -> Result<Id> {
+        let f = IndexFile { packs, obsolete: Vec::new() };
+        let z = zstd::bulk::compress(&f.encode(), 3).expect("zstd compresses in memory");
+        let bytes = self.cipher.seal(&z);
+        let id = Id::of_stored(&bytes);
+        store.put(&FileKind::Index.key(&id), Bytes::from(bytes)).await?;
+        Ok(id)
+    }
+}

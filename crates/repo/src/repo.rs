@@ -1,0 +1,387 @@
+//! The open repository: store, master key, config, and typed access to the
+//! objects in it (sealed metadata files, snapshots, index, blobs, keys).
+//!
+//! The engine is synchronous; storage is async. A `Repository` owns a handle to
+//! a tokio runtime and blocks on it from engine threads (never from inside
+//! the runtime), so CPU work stays on plain threads and I/O on the runtime.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tidemark_store::{DynStore, ObjectMeta, StoreError};
+use tokio::runtime::Handle;
+
+use crate::blob::{self, BlobType};
+use crate::config::RepoConfig;
+use crate::crypto::{Cipher, MasterKey};
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexFile};
+use crate::keyfile::{KdfParams, KeyFile};
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+/// The kinds of stored files and where they live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Pack,
+    Index,
+    Snapshot,
+    Key,
+    Lock,
+}
+
+impl FileKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Pack => "data/",
+            FileKind::Index => "index/",
+            FileKind::Snapshot => "snapshots/",
+            FileKind::Key => "keys/",
+            FileKind::Lock => "locks/",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Pack => "pack",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshot",
+            FileKind::Key => "key",
+            FileKind::Lock => "lock",
+        }
+    }
+
+    /// Storage key of a file; packs are spread over 256 directories.
+    pub fn key(self, id: &Id) -> String {
+        let h = id.to_hex();
+        match self {
+            FileKind::Pack => format!("data/{}/{}", &h[..2], h),
+            _ => format!("{}{}", self.dir(), h),
+        }
+    }
+}
+
+pub const CONFIG_KEY: &str = "config";
+
+/// Options of `init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub config: RepoConfig,
+}
+
+pub struct Repository {
+    store: DynStore,
+    rt: Handle,
+    key: MasterKey,
+    cipher: Cipher,
+    pub config: RepoConfig,
+    key_id: Id,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.store.describe())
+    }
+}
+
+impl Repository {
+    /// Create a new repository; refuses when one already exists there.
+    pub fn init(store: DynStore, rt: Handle, password: &[u8], opts: InitOptions) -> Result<Repository> {
+        opts.config.validate()?;
+        rt.block_on(store.create(opts.config.object_lock_days.is_some()))?;
+        if rt.block_on(store.head(CONFIG_KEY))?.is_some() {
+            return Err(RepoError::AlreadyExists {
+                location: store.describe(),
+            });
+        }
+        let key = MasterKey::generate();
+        let cipher = key.cipher();
+        let mut repo = Repository {
+            store,
+            rt,
+            key,
+            cipher,
+            config: opts.config,
+            key_id: Id::default(),
+        };
+        repo.key_id = repo.add_key(password, opts.kdf)?;
+        // The config is written last: its presence is what makes a repository.
+        repo.put(CONFIG_KEY, repo.config.to_bytes())?;
+        Ok(repo)
+    }
+
+    /// Open an existing repository with a passphrase.
+    pub fn open(store: DynStore, rt: Handle, password: &[u8]) -> Result<Repository> {
+        let config = match rt.block_on(store.get(CONFIG_KEY)) {
+            Ok(b) => RepoConfig::from_bytes(&b)?,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(RepoError::NotARepository {
+                    location: store.describe(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let keys = rt.block_on(store.list(FileKind::Key.dir()))?;
+        for meta in keys {
+            let Some(id) = id_from_key(&meta.key) else { continue };
+            let bytes = rt.block_on(store.get(&meta.key))?;
+            let kf = match KeyFile::from_bytes(&bytes, &format!("key {id}")) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    tracing::warn!("skipping unreadable key file {id}: {e}");
+                    continue;
+                }
+            };
+            if let Some(key) = kf.unwrap_key(password)? {
+                let cipher = key.cipher();
+                return Ok(Repository {
+                    store,
+                    rt,
+                    key,
+                    cipher,
+                    config,
+                    key_id: id,
+                });
+            }
+        }
+        Err(RepoError::WrongPassword)
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Handle {
+        &self.rt
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn cipher(&self) -> &Cipher {
+        &self.cipher
+    }
+
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        Ok(self.rt.block_on(self.store.put(key, Bytes::from(data)))?)
+    }
+
+    pub fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.rt.block_on(self.store.get(key))?)
+    }
+
+    /// Ids and metadata of every stored file of a kind.
+    pub fn list(&self, kind: FileKind) -> Result<Vec<(Id, ObjectMeta)>> {
+        let metas = self.rt.block_on(self.store.list(kind.dir()))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| id_from_key(&m.key).map(|id| (id, m)))
+            .collect())
+    }
+
+    /// Seal (zstd + AES-GCM) and store a metadata file; its id is the hash of
+    /// the stored bytes.
+    pub fn save_file(&self, kind: FileKind, plain: &[u8]) -> Result<Id> {
+        let bytes = self.seal_file(plain);
+        let id = Id::of_stored(&bytes);
+        self.put(&kind.key(&id), bytes)?;
+        Ok(id)
+    }
+
+    pub fn seal_file(&self, plain: &[u8]) -> Vec<u8> {
+        let z = zstd::bulk::compress(plain, 3).expect("zstd compresses in memory");
+        self.cipher.seal(&z)
+    }
+
+    /// Load, check against its id, decrypt and decompress a metadata file.
+    pub fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.get(&kind.key(id))?;
+        self.open_file(kind, id, &bytes)
+    }
+
+    pub fn open_file(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("{} {id}", kind.name());
+        if Id::of_stored(bytes) != *id {
+            return Err(RepoError::corrupt(what(), "content does not match its id (altered or truncated)"));
+        }
+        let z = self.cipher.open(bytes, &what)?;
+        zstd::stream::decode_all(&z[..]).map_err(|e| RepoError::corrupt(what(), format!("zstd: {e}")))
+    }
+
+    // ---- snapshots ----
+
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
+        self.save_file(FileKind::Snapshot, &s.encode())
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        Snapshot::decode(&self.load_file(FileKind::Snapshot, id)?, id)
+    }
+
+    /// Every snapshot, oldest first. Loads in parallel.
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let ids: Vec<Id> = self.list(FileKind::Snapshot)?.into_iter().map(|(id, _)| id).collect();
+        let mut out = self.load_many(&ids, |id| self.load_snapshot(id))?;
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// A snapshot by full id, unique hex prefix, or `latest`.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            return self
+                .list_snapshots()?
+                .pop()
+                .ok_or_else(|| RepoError::SnapshotNotFound("latest (the repository has no snapshots)".into()));
+        }
+        let ids: Vec<Id> = self
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.to_hex().starts_with(&spec.to_ascii_lowercase()))
+            .collect();
+        match ids.len() {
+            0 => Err(RepoError::SnapshotNotFound(spec.to_string())),
+            1 => Ok((ids[0], self.load_snapshot(&ids[0])?)),
+            n => Err(RepoError::AmbiguousSnapshot {
+                prefix: spec.to_string(),
+                count: n,
+            }),
+        }
+    }
+
+    pub fn delete_file(&self, kind: FileKind, id: &Id) -> Result<()> {
+        Ok(self.rt.block_on(self.store.delete(&kind.key(id)))?)
+    }
+
+    // ---- index ----
+
+    pub fn save_index(&self, f: &IndexFile) -> Result<Id> {
+        self.save_file(FileKind::Index, &f.encode())
+    }
+
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
+        IndexFile::decode(&self.load_file(FileKind::Index, id)?, &format!("index {id}"))
+    }
+
+    /// Merge every index file into one searchable index.
+    pub fn load_index(&self) -> Result<Index> {
+        let ids: Vec<Id> = self.list(FileKind::Index)?.into_iter().map(|(id, _)| id).collect();
+        let files = self.load_many(&ids, |id| self.load_index_file(id))?;
+        let mut index = Index::default();
+        for (id, f) in files {
+            index.add_file(Some(id), f);
+        }
+        index.finish();
+        Ok(index)
+    }
+
+    /// Load many files concurrently (I/O bound: several requests in flight).
+    fn load_many<T: Send>(&self, ids: &[Id], load: impl Fn(&Id) -> Result<T> + Sync) -> Result<Vec<(Id, T)>> {
+        use rayon::prelude::*;
+        let pool = io_pool();
+        pool.install(|| ids.par_iter().map(|id| load(id).map(|t| (*id, t))).collect())
+    }
+
+    // ---- blobs ----
+
+    /// Read, decrypt and check one blob.
+    pub fn read_blob(&self, index: &Index, kind: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let loc = index.get(kind, id).ok_or_else(|| RepoError::BlobNotFound { id: id.to_hex() })?;
+        let bytes = self.rt.block_on(self.store.get_range(
+            &FileKind::Pack.key(&loc.pack),
+            loc.offset as u64,
+            loc.length as u64,
+        ))?;
+        let what = || format!("blob {id} in pack {}", loc.pack);
+        let plain = blob::unseal(&self.cipher, &bytes, loc.flags, loc.raw_len, &what)?;
+        if self.key.blob_id(&plain) != *id {
+            return Err(RepoError::corrupt(what(), "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        Tree::decode(&self.read_blob(index, BlobType::Tree, id)?, id)
+    }
+
+    // ---- keys ----
+
+    /// Wrap the master key under another passphrase.
+    pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<Id> {
+        let kf = KeyFile::wrap(&self.key, password, params)?;
+        let bytes = kf.to_bytes();
+        let id = Id::of_stored(&bytes);
+        self.put(&FileKind::Key.key(&id), bytes)?;
+        Ok(id)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<(Id, KeyFile)>> {
+        let mut out = Vec::new();
+        for (id, _) in self.list(FileKind::Key)? {
+            let b = self.get(&FileKind::Key.key(&id))?;
+            out.push((id, KeyFile::from_bytes(&b, &format!("key {id}"))?));
+        }
+        out.sort_by_key(|(_, k)| k.created);
+        Ok(out)
+    }
+
+    /// Remove a key file by id or unique prefix; never the last one, nor the
+    /// one this process opened the repository with.
+    pub fn remove_key(&self, spec: &str) -> Result<Id> {
+        let keys = self.list(FileKind::Key)?;
+        let matches: Vec<Id> = keys.iter().map(|(id, _)| *id).filter(|id| id.to_hex().starts_with(spec)).collect();
+        let id = match matches.len() {
+            0 => return Err(RepoError::KeyNotFound(spec.into())),
+            1 => matches[0],
+            _ => return Err(RepoError::Invalid(format!("key prefix {spec} is ambiguous"))),
+        };
+        if keys.len() <= 1 {
+            return Err(RepoError::LastKey);
+        }
+        if id == self.key_id {
+            return Err(RepoError::KeyInUse);
+        }
+        self.delete_file(FileKind::Key, &id)?;
+        Ok(id)
+    }
+}
+
+/// The id at the end of a storage key, if it is one of ours.
+pub fn id_from_key(key: &str) -> Option<Id> {
+    let name = key.rsplit('/').next()?;
+    if name.len() != 64 {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// A small pool for concurrent blocking reads of many small files: storage
+/// latency, not CPU, bounds it, so it is wider than the core count.
+pub fn io_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(8)
+            .thread_name(|i| format!("tidemark-io-{i}"))
+            .build()
+            .expect("thread pool")
+    })
+}
+
+pub type SharedRepo = Arc<Repository>;
