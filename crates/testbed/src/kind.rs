@@ -16,6 +16,7 @@ pub enum Kind {
     Mongodb,
     Redis,
     Etcd,
+    S3,
 }
 
 impl Kind {
@@ -25,6 +26,7 @@ impl Kind {
         Kind::Mongodb,
         Kind::Redis,
         Kind::Etcd,
+        Kind::S3,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Mongodb => "mongodb",
             Kind::Redis => "redis",
             Kind::Etcd => "etcd",
+            Kind::S3 => "s3",
         }
     }
 }
@@ -84,6 +87,12 @@ pub fn up(kind: Kind, root: &Root, opts: &UpOptions) -> Result<serde_json::Value
         Kind::Mongodb => crate::mongodb::start(root, opts).and_then(to_json),
         Kind::Redis => crate::redis::start(root, opts).and_then(to_json),
         Kind::Etcd => crate::etcd::start(root, opts).and_then(to_json),
+        // One SeaweedFS process (master, volume, filer and S3 gateway); --nodes
+        // does not apply.
+        Kind::S3 => root
+            .create_cluster(Kind::S3, &name)
+            .and_then(|()| crate::s3::start_registered(root, &name))
+            .and_then(to_json),
     };
     match started {
         Ok(info) => {
