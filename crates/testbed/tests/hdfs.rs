@@ -89,47 +89,64 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A directory unique to this run, so tests also pass against a reused cluster.
+fn unique_dir(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("/{prefix}-{}-{nanos}", std::process::id())
+}
+
 #[test]
 fn file_written_and_read_back_through_webhdfs() {
     let fs = WebHdfs::new();
+    let dir = unique_dir("rw");
+    let file = format!("{dir}/blob.bin");
     let data = pattern(3 << 20, 7);
-    assert_eq!(fs.put_op("/rw", "MKDIRS").0, StatusCode::OK);
-    fs.create("/rw/blob.bin", &data);
+    assert_eq!(fs.put_op(&dir, "MKDIRS").0, StatusCode::OK);
+    fs.create(&file, &data);
 
-    assert_eq!(fs.open("/rw/blob.bin"), data);
-    let status = fs.get_op("/rw/blob.bin", "GETFILESTATUS");
+    assert_eq!(fs.open(&file), data);
+    let status = fs.get_op(&file, "GETFILESTATUS");
     assert_eq!(status["FileStatus"]["length"], data.len());
     assert_eq!(status["FileStatus"]["replication"], 3);
 
     // The block is held by all three DataNodes, not just acknowledged.
-    let locations = fs.get_op("/rw/blob.bin", "GETFILEBLOCKLOCATIONS&offset=0&length=1");
+    let locations = fs.get_op(&file, "GETFILEBLOCKLOCATIONS&offset=0&length=1");
     let hosts = &locations["BlockLocations"]["BlockLocation"][0]["names"];
     assert_eq!(hosts.as_array().map(Vec::len), Some(3), "{locations}");
 
-    let missing = fs.client.get(fs.url("/rw/absent", "OPEN")).send().unwrap();
+    let missing = fs
+        .client
+        .get(fs.url(&format!("{dir}/absent"), "OPEN"))
+        .send()
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
 #[test]
 fn snapshot_created_listed_and_read() {
     let fs = WebHdfs::new();
+    let snap = unique_dir("snap");
+    let (data_dir, file) = (format!("{snap}/data"), format!("{snap}/data/f.bin"));
     let before = pattern(64 << 10, 1);
     let after = pattern(80 << 10, 2);
-    assert_eq!(fs.put_op("/snap/data", "MKDIRS").0, StatusCode::OK);
-    fs.create("/snap/data/f.bin", &before);
+    assert_eq!(fs.put_op(&data_dir, "MKDIRS").0, StatusCode::OK);
+    fs.create(&file, &before);
 
     // Not snapshottable yet: HDFS refuses, and says why.
-    let (status, refused) = fs.put_op("/snap", "CREATESNAPSHOT&snapshotname=early");
+    let (status, refused) = fs.put_op(&snap, "CREATESNAPSHOT&snapshotname=early");
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     assert_eq!(refused["RemoteException"]["exception"], "SnapshotException");
 
-    assert_eq!(fs.put_op("/snap", "ALLOWSNAPSHOT").0, StatusCode::OK);
-    let (status, created) = fs.put_op("/snap", "CREATESNAPSHOT&snapshotname=s1");
+    assert_eq!(fs.put_op(&snap, "ALLOWSNAPSHOT").0, StatusCode::OK);
+    let (status, created) = fs.put_op(&snap, "CREATESNAPSHOT&snapshotname=s1");
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(created["Path"], "/snap/.snapshot/s1");
-    fs.create("/snap/data/f.bin", &after);
+    assert_eq!(created["Path"], format!("{snap}/.snapshot/s1"));
+    fs.create(&file, &after);
 
-    let list = fs.get_op("/snap", "GETSNAPSHOTLIST");
+    let list = fs.get_op(&snap, "GETSNAPSHOTLIST");
     let names: Vec<&str> = list["SnapshotList"]
         .as_array()
         .unwrap()
@@ -138,24 +155,21 @@ fn snapshot_created_listed_and_read() {
         .collect();
     assert_eq!(names, ["s1"]);
     let dirs = fs.get_op("/", "GETSNAPSHOTTABLEDIRECTORYLIST");
-    let snap = dirs["SnapshottableDirectoryList"]
+    let listed = dirs["SnapshottableDirectoryList"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|d| d["parentFullPath"] == "/" && d["dirStatus"]["pathSuffix"] == "snap")
-        .unwrap_or_else(|| panic!("/snap not snapshottable: {dirs}"));
-    assert_eq!(snap["snapshotNumber"], 1);
+        .find(|d| d["parentFullPath"] == "/" && d["dirStatus"]["pathSuffix"] == snap[1..])
+        .unwrap_or_else(|| panic!("{snap} not snapshottable: {dirs}"));
+    assert_eq!(listed["snapshotNumber"], 1);
 
-    assert_eq!(fs.open("/snap/.snapshot/s1/data/f.bin"), before);
-    assert_eq!(fs.open("/snap/data/f.bin"), after);
+    assert_eq!(fs.open(&format!("{snap}/.snapshot/s1/data/f.bin")), before);
+    assert_eq!(fs.open(&file), after);
     assert_eq!(
-        fs.put_op("/snap", "CREATESNAPSHOT&snapshotname=s2").0,
+        fs.put_op(&snap, "CREATESNAPSHOT&snapshotname=s2").0,
         StatusCode::OK
     );
-    let diff = fs.get_op(
-        "/snap",
-        "GETSNAPSHOTDIFF&oldsnapshotname=s1&snapshotname=s2",
-    );
+    let diff = fs.get_op(&snap, "GETSNAPSHOTDIFF&oldsnapshotname=s1&snapshotname=s2");
     // Overwriting replaces the file: HDFS reports a delete and a create.
     let mut entries: Vec<String> = diff["SnapshotDiffReport"]["diffList"]
         .as_array()

@@ -14,6 +14,15 @@ use testbed::Kind;
 
 static MONGO: SharedCell = SharedCell::new(Kind::Mongodb, "TESTBED_MONGODB_ROOT", Some(2));
 
+/// Names unique to this run, so tests also pass against a reused cluster.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
 async fn client(instance: usize) -> Client {
     let info: Info = MONGO.get().info();
     Client::with_uri_str(&info.uris[instance]).await.unwrap()
@@ -23,7 +32,7 @@ async fn client(instance: usize) -> Client {
 async fn insert_and_find() {
     let coll = client(0)
         .await
-        .database("tb_find")
+        .database(&unique("tb_find"))
         .collection::<Document>("things");
     let docs: Vec<Document> = (0..20)
         .map(|i| doc! { "_id": i, "name": format!("thing-{i}"), "even": i % 2 == 0 })
@@ -51,7 +60,8 @@ async fn insert_and_find() {
 #[tokio::test]
 async fn insert_appears_in_tailed_oplog() {
     let client = client(0).await;
-    let coll = client.database("tb_oplog").collection::<Document>("events");
+    let name = unique("events");
+    let coll = client.database("tb_oplog").collection::<Document>(&name);
     coll.insert_one(doc! { "_id": "first", "n": 1 })
         .await
         .unwrap();
@@ -60,7 +70,7 @@ async fn insert_appears_in_tailed_oplog() {
     // FerretDB closes a tailable cursor whose first batch is smaller than the
     // batch size (mongod keeps it open), so ask for batches of one.
     let mut tail = oplog
-        .find(doc! { "ns": "tb_oplog.events" })
+        .find(doc! { "ns": format!("tb_oplog.{name}") })
         .cursor_type(CursorType::TailableAwait)
         .batch_size(1)
         .max_await_time(Duration::from_millis(500))
@@ -97,7 +107,7 @@ async fn next(cursor: &mut mongodb::Cursor<Document>) -> Document {
 #[tokio::test]
 async fn instances_are_independent() {
     let (one, two) = (client(0).await, client(1).await);
-    let key = doc! { "_id": "only-on-one" };
+    let key = doc! { "_id": unique("only-on-one") };
     one.database("tb_shard")
         .collection::<Document>("c")
         .insert_one(key.clone())

@@ -300,20 +300,3 @@ fn jmx(info: &Info, bean: &str) -> Result<serde_json::Value> {
     // An empty list while the bean is not registered yet: not ready.
     Ok(all.pointer("/beans/0").cloned().unwrap_or_default())
 }
-
-/// Stops DataNode `n` (SIGTERM, a clean shutdown).
-pub fn stop_datanode(root: &Root, name: &str, n: usize) -> Result<()> {
-    let info: Info = root.info(name)?;
-    root.stop_process(name, &info.datanode(n)?.process_name())
-}
-
-/// Starts a stopped DataNode again and waits until the NameNode counts it live.
-pub fn start_datanode(root: &Root, name: &str, n: usize) -> Result<()> {
-    let info: Info = root.info(name)?;
-    let dn = info.datanode(n)?;
-    if root.process(name, &dn.process_name())?.is_alive() {
-        bail!("datanode {n} of {name} is already running");
-    }
-    let record = spawn_datanode(root, &info, dn)?;
-    wait_ready(&info, &[&record], info.datanodes.len())
-}
