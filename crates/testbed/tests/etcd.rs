@@ -1,5 +1,6 @@
 //! etcd through Debian's etcdctl (put on one member, get from another), and
-//! the `testbed` binary's up / status / down cycle leaving nothing behind.
+//! the `testbed` binary's up / status / down cycle leaving nothing behind, and
+//! its refusal of bad node counts.
 
 use std::process::Command;
 
@@ -97,5 +98,26 @@ fn binary_up_status_down_leaves_no_process() {
     assert!(
         etcdctl(&[endpoint], &["get", "k"]).is_err(),
         "etcd still answers after down"
+    );
+}
+
+#[test]
+fn bad_node_counts_are_refused_before_anything_starts() {
+    let root = tempfile::tempdir().unwrap();
+    for (kind, nodes) in [
+        ("etcd", "0"),
+        ("redis", "2"),
+        ("hdfs", "0"),
+        ("mongodb", "0"),
+    ] {
+        let out = testbed(root.path(), &["up", kind, "--nodes", nodes]);
+        assert!(!out.status.success(), "{kind} --nodes {nodes} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--nodes"), "{kind}: {stderr}");
+    }
+    let status = testbed(root.path(), &["status", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&status.stdout).unwrap(),
+        Value::Array(vec![])
     );
 }
