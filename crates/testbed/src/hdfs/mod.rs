@@ -7,11 +7,11 @@
 //! come from the `tests` jar of the same release, unpacked once into the cache.
 
 mod config;
+mod dist;
 
 use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::kind::{Kind, UpOptions};
 use crate::process::{self, log_tail, ProcessRecord};
 use crate::root::Root;
-use crate::{cache, fresh, http, net, wait};
+use crate::{fresh, http, net, wait};
 
 pub const VERSION: &str = "3.5.0";
 pub const DEFAULT_DATANODES: usize = 3;
@@ -94,53 +94,6 @@ impl DataNodeInfo {
     }
 }
 
-/// Hadoop's jars and the unpacked web resources, fetched once into the cache.
-pub fn dist() -> Result<(PathBuf, PathBuf)> {
-    let jars = cache::maven_jars(
-        &format!("hadoop-{VERSION}"),
-        &[
-            ("org.apache.hadoop", "hadoop-hdfs", VERSION),
-            // `provided` in hadoop-hdfs's pom, so it must be named.
-            ("org.apache.hadoop", "hadoop-common", VERSION),
-            ("org.apache.hadoop", "hadoop-hdfs-client", VERSION),
-        ],
-    )?;
-    let webapps = cache::ensure(&format!("hadoop-{VERSION}-webapps"), |dir| {
-        let artifact = format!("org.apache.hadoop:hadoop-hdfs:{VERSION}:jar:tests");
-        run(Command::new("mvn")
-            .current_dir(dir)
-            .args(["-q", "-B", "dependency:copy", "-DoutputDirectory=."])
-            .arg(format!("-Dartifact={artifact}"))
-            .arg(format!(
-                "-Dmaven.repo.local={}",
-                cache::cache_dir().join("m2").display()
-            )))?;
-        let jar = format!("hadoop-hdfs-{VERSION}-tests.jar");
-        run(Command::new("jar")
-            .current_dir(dir)
-            .args(["xf", &jar, "webapps"]))?;
-        fs::remove_file(dir.join(&jar))?;
-        Ok(())
-    })?;
-    Ok((jars, webapps))
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed ({}):\n{}{}",
-            cmd,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// Formats a fresh namespace, starts the NameNode and the DataNodes, and
 /// waits until all DataNodes are live, safe mode is off and WebHDFS answers.
 pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
@@ -149,7 +102,7 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         bail!("--nodes (DataNodes) must be 1..={MAX_DATANODES}, got {nodes}");
     }
     let name = opts.name_or(Kind::Hdfs);
-    let (jars, webapps) = dist()?;
+    let (jars, webapps) = dist::fetch()?;
     root.create_cluster(Kind::Hdfs, &name)?;
     let dir = fresh::cluster_dir(root, &name)?;
     let (rpc_port, http_port) = (net::free_port()?, net::free_port()?);
