@@ -69,6 +69,8 @@ enum Cmd {
     },
 }
 
+// The command names (add-node, stop-node, start-node) are the interface.
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 enum CassandraCmd {
     /// Add a node that bootstraps into the cluster; prints the node (JSON)

@@ -253,6 +253,92 @@ fn fourth_node_bootstraps_and_owns_data() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn sstableloader_streams_a_snapshot_into_a_two_node_cluster() -> Result<()> {
+    let source: Info = CLUSTER.get().info();
+    let rows = 200;
+    let schema_ks = "CREATE KEYSPACE IF NOT EXISTS tb_load WITH replication = \
+                     {'class': 'SimpleStrategy', 'replication_factor': 2}";
+    let schema_t = "CREATE TABLE IF NOT EXISTS tb_load.t (k int PRIMARY KEY, v text)";
+    runtime().block_on(async {
+        let session = connect(&source).await?;
+        session.query_unpaged(schema_ks, ()).await?;
+        session.query_unpaged(schema_t, ()).await?;
+        session.await_schema_agreement().await?;
+        let mut insert = Statement::new("INSERT INTO tb_load.t (k, v) VALUES (?, ?)");
+        insert.set_consistency(Consistency::All);
+        let insert = session.prepare(insert).await?;
+        for k in 0..rows {
+            session
+                .execute_unpaged(&insert, (k, format!("loaded {k}")))
+                .await?;
+        }
+        anyhow::Ok(())
+    })?;
+    // RF 2 of 3: each node holds part of the data, so load every node's snapshot.
+    let staging = tempfile::tempdir()?;
+    for node in &source.nodes {
+        cassandra::nodetool_ok(&source, node.node, &["snapshot", "-t", "load", "tb_load"])?;
+        let snap = table_dir(&node.data_dir, "tb_load", "t")?.join("snapshots/load");
+        // sstableloader takes the keyspace and table from the last two path parts.
+        let dir = staging
+            .path()
+            .join(format!("n{}", node.node))
+            .join("tb_load/t");
+        std::fs::create_dir_all(&dir)?;
+        for name in names(&snap)? {
+            if name.ends_with(".db") || name.ends_with(".txt") || name.ends_with(".crc32") {
+                std::fs::copy(snap.join(&name), dir.join(&name))?;
+            }
+        }
+    }
+
+    let opts = UpOptions {
+        name: Some("restore2".into()),
+        nodes: Some(2),
+    };
+    let target = fixture::start_or_reuse(Kind::Cassandra, "TESTBED_CASSANDRA_RESTORE_ROOT", &opts)?;
+    let info: Info = target.info();
+    assert_eq!(info.nodes.len(), 2);
+    assert_ne!(info.contact_points, source.contact_points);
+    runtime().block_on(async {
+        let session = connect(&info).await?;
+        session.query_unpaged(schema_ks, ()).await?;
+        session.query_unpaged(schema_t, ()).await?;
+        session.await_schema_agreement().await?;
+        anyhow::Ok(())
+    })?;
+    for node in &source.nodes {
+        let dir = staging
+            .path()
+            .join(format!("n{}", node.node))
+            .join("tb_load/t");
+        let out = cassandra::sstableloader(&info, &[dir.display().to_string()])?;
+        assert!(
+            out.status.success(),
+            "sstableloader failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let got: Vec<(i32, String)> = runtime().block_on(async {
+        let session = connect(&info).await?;
+        let mut st = Statement::new("SELECT k, v FROM tb_load.t");
+        st.set_consistency(Consistency::All);
+        let rows = session.query_unpaged(st, ()).await?.into_rows_result()?;
+        let all: Vec<(i32, String)> = rows.rows::<(i32, String)>()?.collect::<Result<_, _>>()?;
+        anyhow::Ok(all)
+    })?;
+    let mut got = got;
+    got.sort();
+    let want: Vec<(i32, String)> = (0..rows).map(|k| (k, format!("loaded {k}"))).collect();
+    assert_eq!(got, want);
+    if target.owned {
+        target.root.stop_cluster("restore2")?;
+    }
+    Ok(())
+}
+
 /// `<data>/<ks>/<table>-<id>`: the table id is only known to the server.
 fn table_dir(data: &Path, ks: &str, table: &str) -> Result<PathBuf> {
     let prefix = format!("{table}-");
