@@ -1,3 +1,61 @@
+//! The `tidemark` command.
+//!
+//! One file per command under `commands/`; `ctx.rs` opens the repository from
+//! the global options; `progress.rs` draws a bar on a terminal and plain lines
+//! otherwise. Exit codes: 0 success, 1 error, 3 incomplete (some files could
+//! not be backed up or restored, or verify found damage), 10 no repository,
+//! 12 wrong password.
+
+mod commands;
+mod ctx;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+use ctx::Global;
+
+#[derive(Parser)]
+#[command(name = "tidemark", version, about = "Consistent, incremental-forever, encrypted backups")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(commands::init::Args),
+    /// Back up files and directories into a new snapshot
+    Backup(commands::backup::Args),
+    /// List snapshots
+    Snapshots(commands::snapshots::Args),
+    /// Restore a snapshot (or part of it) into a directory
+    Restore(commands::restore::Args),
+    /// Manage the passphrase keys of the repository
+    #[command(subcommand)]
+    Key(commands::key::KeyCommand),
+    /// Remove stale locks (of processes that died)
+    Unlock(commands::unlock::Args),
+}
+
 fn main() {
-    println!("Hello, world!");
+    let cli = Cli::parse();
+    ctx::init_logging(cli.global.verbose);
+    let result = match cli.command {
+        Command::Init(a) => commands::init::run(&cli.global, a),
+        Command::Backup(a) => commands::backup::run(&cli.global, a),
+        Command::Snapshots(a) => commands::snapshots::run(&cli.global, a),
+        Command::Restore(a) => commands::restore::run(&cli.global, a),
+        Command::Key(a) => commands::key::run(&cli.global, a),
+        Command::Unlock(a) => commands::unlock::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {}", ctx::one_line(&e));
+            std::process::exit(ctx::exit_code(&e));
+        }
+    }
 }

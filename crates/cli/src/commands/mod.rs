@@ -1,0 +1,8 @@
+//! One module per command: `Args` (clap) and `run(global, args) -> exit code`.
+
+pub mod backup;
+pub mod init;
+pub mod key;
+pub mod restore;
+pub mod snapshots;
+pub mod unlock;

@@ -1,0 +1,152 @@
+//! Global options and opening the repository they name.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tidemark_repo::config::RepoConfig;
+use tidemark_repo::repo::CONFIG_KEY;
+use tidemark_repo::{RepoError, Repository};
+use tidemark_store::{DynStore, Location, OpenOptions, StoreError};
+
+pub const EXIT_INCOMPLETE: i32 = 3;
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a path, or s3:http://HOST:PORT/BUCKET/PREFIX
+    #[arg(short = 'r', long, env = "TIDEMARK_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// File holding the passphrase (else TIDEMARK_PASSWORD)
+    #[arg(long, env = "TIDEMARK_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Upload limit in KiB/s
+    #[arg(long, global = true)]
+    pub limit_upload: Option<u64>,
+    /// Download limit in KiB/s
+    #[arg(long, global = true)]
+    pub limit_download: Option<u64>,
+    /// No progress output
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v, -vv)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| level.into());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+}
+
+/// One runtime per process; engine threads block on it for storage I/O.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tidemark-io")
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+impl Global {
+    pub fn location(&self) -> Result<Location> {
+        let Some(r) = &self.repo else {
+            bail!("no repository given: use --repo or TIDEMARK_REPOSITORY");
+        };
+        Ok(r.parse()?)
+    }
+
+    pub fn open_options(&self, lock_days: Option<u32>) -> OpenOptions {
+        OpenOptions {
+            lock_days,
+            limit_upload: self.limit_upload.map(|k| k * 1024),
+            limit_download: self.limit_download.map(|k| k * 1024),
+            ..Default::default()
+        }
+    }
+
+    pub fn store(&self, lock_days: Option<u32>) -> Result<DynStore> {
+        Ok(self.location()?.open(&self.open_options(lock_days))?)
+    }
+
+    pub fn password(&self) -> Result<String> {
+        read_password(self.password_file.as_ref(), "TIDEMARK_PASSWORD")
+    }
+
+    /// Open the repository, with Object Lock retention on writes when the
+    /// repository asks for it.
+    pub fn open(&self) -> Result<Repository> {
+        let loc = self.location()?;
+        let store = loc.open(&self.open_options(None))?;
+        let rt = runtime();
+        let config = match rt.block_on(store.get(CONFIG_KEY)) {
+            Ok(b) => RepoConfig::from_bytes(&b)?,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(RepoError::NotARepository { location: store.describe() }.into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let store = match config.object_lock_days {
+            Some(d) => loc.open(&self.open_options(Some(d)))?,
+            None => store,
+        };
+        let password = self.password()?;
+        Ok(Repository::open(store, rt.handle().clone(), password.as_bytes())?)
+    }
+
+    pub fn progress(&self) -> Arc<crate::progress::CliProgress> {
+        Arc::new(crate::progress::CliProgress::new(!self.quiet && std::io::stderr().is_terminal(), self.quiet))
+    }
+}
+
+/// A passphrase from a file (first line) or an environment variable.
+pub fn read_password(file: Option<&PathBuf>, var: &str) -> Result<String> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
+        let line = s.lines().next().unwrap_or("").to_string();
+        if line.is_empty() {
+            bail!("password file {} is empty", f.display());
+        }
+        return Ok(line);
+    }
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => bail!("no passphrase given: set {var} or use --password-file"),
+    }
+}
+
+/// The error and its causes on one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for c in e.chain().skip(1) {
+        let c = c.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s.replace('\n', " ")
+}
+
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<RepoError>() {
+        Some(RepoError::NotARepository { .. }) => 10,
+        Some(RepoError::WrongPassword) => 12,
+        _ => 1,
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
