@@ -19,6 +19,7 @@
 pub mod backup;
 pub mod blob;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod fsmeta;
@@ -32,7 +33,9 @@ pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod stats;
 pub mod tree;
+pub mod walk;
 
 pub use error::{RepoError, Result};
 pub use id::Id;

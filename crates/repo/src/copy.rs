@@ -1,0 +1,1 @@
+//! Copy of snapshots into another repository.
