@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub kdf_memory_kib: Option<u32>,
     /// Cheap key derivation: for tests only, never for real data
-    #[arg(long, hide = true, env = "TIDEMARK_INSECURE_TEST_KDF")]
+    #[arg(long, hide = true, env = "TIDEMARK_INSECURE_TEST_KDF", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_test_kdf: bool,
 }
 

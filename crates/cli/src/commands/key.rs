@@ -11,7 +11,7 @@ pub enum KeyCommand {
     Add {
         #[arg(long)]
         new_password_file: Option<PathBuf>,
-        #[arg(long, hide = true, env = "TIDEMARK_INSECURE_TEST_KDF")]
+        #[arg(long, hide = true, env = "TIDEMARK_INSECURE_TEST_KDF", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
         insecure_test_kdf: bool,
     },
     /// List key files
