@@ -236,7 +236,14 @@ impl Repository {
     /// Every snapshot, oldest first. Loads in parallel.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let ids: Vec<Id> = self.list(FileKind::Snapshot)?.into_iter().map(|(id, _)| id).collect();
-        let mut out = self.load_many(&ids, |id| self.load_snapshot(id))?;
+        // A snapshot removed by a concurrent `forget` between listing and
+        // loading is simply gone, not an error.
+        let loaded = self.load_many(&ids, |id| match self.load_snapshot(id) {
+            Ok(s) => Ok(Some(s)),
+            Err(RepoError::Store(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        let mut out: Vec<(Id, Snapshot)> = loaded.into_iter().filter_map(|(id, s)| s.map(|s| (id, s))).collect();
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
     }
@@ -281,14 +288,28 @@ impl Repository {
 
     /// Merge every index file into one searchable index.
     pub fn load_index(&self) -> Result<Index> {
-        let ids: Vec<Id> = self.list(FileKind::Index)?.into_iter().map(|(id, _)| id).collect();
-        let files = self.load_many(&ids, |id| self.load_index_file(id))?;
+        let files = self.load_index_files()?;
         let mut index = Index::default();
         for (id, f) in files {
             index.add_file(Some(id), f);
         }
         index.finish();
         Ok(index)
+    }
+
+    /// Every index file, from one listing whose files all loaded. Prune
+    /// writes replacement index files before it removes the ones it read, so
+    /// when a listed file has vanished, listing again finds its replacement.
+    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ids: Vec<Id> = self.list(FileKind::Index)?.into_iter().map(|(id, _)| id).collect();
+            match self.load_many(&ids, |id| self.load_index_file(id)) {
+                Err(RepoError::Store(e)) if e.is_not_found() && attempt < 5 => continue,
+                other => return other,
+            }
+        }
     }
 
     /// Load many files concurrently (I/O bound: several requests in flight).
