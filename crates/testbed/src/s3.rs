@@ -206,7 +206,7 @@ fn wait_ready(s: &Spawned) -> Result<()> {
         "SeaweedFS S3",
         READY_TIMEOUT,
         &[&s.record],
-        &[s.info.log.clone()],
+        std::slice::from_ref(&s.info.log),
         || {
             let s3_up = http::get(s.s3_addr, "/")
                 .map(|r| r.body.contains("<Error>") || r.body.contains("ListAllMyBuckets"))
