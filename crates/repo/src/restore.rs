@@ -294,7 +294,7 @@ fn spoil(plan: &Plan, uses: &[(usize, u64)], ok: &[std::sync::atomic::AtomicBool
 
 /// Split a pack's wanted blobs (sorted by offset) into read ranges: adjacent
 /// or nearly adjacent blobs are read together, up to 8 MiB per request.
-fn ranges(blobs: &[(Id, BlobLocation)]) -> Vec<(u32, &[(Id, BlobLocation)])> {
+pub fn ranges(blobs: &[(Id, BlobLocation)]) -> Vec<(u32, &[(Id, BlobLocation)])> {
     const GAP: u32 = 256 * 1024;
     const MAX: u32 = 8 * 1024 * 1024;
     let mut out = Vec::new();

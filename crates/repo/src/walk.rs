@@ -45,7 +45,7 @@ impl<F: FnMut(&Path, &Node) -> Result<Visit>> Visitor for F {
 #[derive(Debug, Clone)]
 pub enum Start {
     Root(Id),
-    Node(PathBuf, Node),
+    Node(PathBuf, Box<Node>),
 }
 
 /// Loads trees for walks; keeps the ids of trees it walked completely, so a
@@ -115,7 +115,7 @@ impl<'a> Walker<'a> {
         }
         Ok(match found {
             None => Start::Root(*root),
-            Some(n) => Start::Node(at, n),
+            Some(n) => Start::Node(at, Box::new(n)),
         })
     }
 
