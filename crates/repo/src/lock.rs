@@ -117,7 +117,10 @@ impl Lock {
                 let stopped = {
                     let (m, cv) = &s.stop;
                     let g = m.lock().expect("poisoned");
-                    let (g, _) = cv.wait_timeout(g, REFRESH).expect("poisoned");
+                    // The flag is checked before waiting too: a release right
+                    // after acquire would otherwise be missed and the drop
+                    // would wait a whole refresh period.
+                    let (g, _) = cv.wait_timeout_while(g, REFRESH, |stopped| !*stopped).expect("poisoned");
                     *g
                 };
                 if stopped {

@@ -724,3 +724,108 @@ mod tests {
         assert_eq!(expected_size(&[]), (OVERHEAD + 9) as u64);
     }
 }
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::walk::tests::{random_bytes, TestRepo};
+
+    fn read_all() -> VerifyOptions {
+        VerifyOptions {
+            read_data: ReadData::All,
+            threads: None,
+        }
+    }
+
+    #[test]
+    fn clean_repository_has_no_problems() {
+        let t = TestRepo::new();
+        let src = t.dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/a"), random_bytes(200_000)).unwrap();
+        t.backup(&[&src]);
+        let r = verify(&t.repo, &read_all(), &NoProgress).unwrap();
+        assert!(r.is_clean(), "{:?}", r.problems);
+        assert!(
+            r.stats.packs_read >= 2 && r.stats.trees >= 3,
+            "{:?}",
+            r.stats
+        );
+    }
+
+    #[test]
+    fn flipped_blob_names_pack_blob_and_file() {
+        let t = TestRepo::new();
+        let src = t.dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let data = random_bytes(100_000);
+        std::fs::write(src.join("victim"), &data).unwrap();
+        let (sid, _) = t.backup(&[&src]);
+        let index = t.repo.load_index().unwrap();
+        let (bid, loc) = index
+            .iter()
+            .find(|(_, l)| l.kind == BlobType::Data)
+            .unwrap();
+        let path = t
+            .dir
+            .path()
+            .join("repo")
+            .join(FileKind::Pack.key(&loc.pack));
+        let mut b = std::fs::read(&path).unwrap();
+        b[loc.offset as usize + 20] ^= 0x10;
+        std::fs::write(&path, b).unwrap();
+
+        let quick = verify(&t.repo, &VerifyOptions::default(), &NoProgress).unwrap();
+        assert!(
+            quick.is_clean(),
+            "a flipped bit does not change the size: {:?}",
+            quick.problems
+        );
+        let r = verify(&t.repo, &read_all(), &NoProgress).unwrap();
+        let victim = format!("{}/victim", src.display());
+        let pack = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ObjectKind::Pack)
+            .expect("pack named");
+        assert_eq!(pack.id, loc.pack);
+        assert_eq!(
+            pack.affected,
+            vec![Affected {
+                snapshot: sid,
+                whole: false,
+                paths: vec![victim.clone()]
+            }]
+        );
+        let blob = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ObjectKind::Blob)
+            .expect("blob named");
+        assert_eq!(blob.id, bid);
+        assert_eq!(blob.affected[0].paths, vec![victim]);
+    }
+
+    #[test]
+    fn missing_pack_is_found_without_reading_data() {
+        let t = TestRepo::new();
+        let src = t.dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), random_bytes(10_000)).unwrap();
+        let (sid, _) = t.backup(&[&src]);
+        let index = t.repo.load_index().unwrap();
+        let (_, loc) = index
+            .iter()
+            .find(|(_, l)| l.kind == BlobType::Data)
+            .unwrap();
+        t.repo.delete_file(FileKind::Pack, &loc.pack).unwrap();
+        let r = verify(&t.repo, &VerifyOptions::default(), &NoProgress).unwrap();
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        let p = &r.problems[0];
+        assert_eq!((p.kind, p.id), (ObjectKind::Pack, loc.pack));
+        assert!(p.reason.contains("missing"), "{}", p.reason);
+        assert_eq!(p.affected[0].snapshot, sid);
+        assert_eq!(p.affected[0].paths, vec![format!("{}/f", src.display())]);
+    }
+}
