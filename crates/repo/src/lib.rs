@@ -33,7 +33,6 @@ pub mod packer;
 pub mod progress;
 pub mod prune;
 pub mod repair;
-pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
