@@ -38,6 +38,10 @@ enum Command {
     Key(commands::key::KeyCommand),
     /// Remove stale locks (of processes that died)
     Unlock(commands::unlock::Args),
+    /// Remove snapshots by a retention policy (--keep-last, --keep-daily, ...)
+    Forget(commands::forget::Args),
+    /// Free the space of data no snapshot needs (safe beside running backups)
+    Prune(commands::prune::Args),
 }
 
 fn main() {
@@ -50,6 +54,8 @@ fn main() {
         Command::Restore(a) => commands::restore::run(&cli.global, a),
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
+        Command::Forget(a) => commands::forget::run(&cli.global, a),
+        Command::Prune(a) => commands::prune::run(&cli.global, a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,8 +1,10 @@
 //! One module per command: `Args` (clap) and `run(global, args) -> exit code`.
 
 pub mod backup;
+pub mod forget;
 pub mod init;
 pub mod key;
+pub mod prune;
 pub mod restore;
 pub mod snapshots;
 pub mod unlock;
