@@ -36,6 +36,23 @@ fn local() -> Fixture {
     }
 }
 
+/// A directory behind every wrapper (retry and throttle): they must pass
+/// each behaviour through unchanged. The limits are high enough not to slow
+/// the suite but every transfer goes through the token buckets.
+fn local_throttled() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let loc: Location = dir.path().join("repo").to_str().unwrap().parse().unwrap();
+    let opts = OpenOptions {
+        limit_upload: Some(1 << 30),
+        limit_download: Some(1 << 30),
+        ..OpenOptions::default()
+    };
+    Fixture {
+        store: loc.open(&opts).unwrap(),
+        _dir: Some(dir),
+    }
+}
+
 struct ServerEnv(HashMap<&'static str, String>);
 
 impl Env for ServerEnv {
@@ -274,6 +291,7 @@ macro_rules! conformance {
 }
 
 conformance!(local, local());
+conformance!(local_throttled, local_throttled());
 conformance!(s3, s3().await);
 
 #[tokio::test]
