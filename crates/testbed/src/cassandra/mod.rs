@@ -9,12 +9,14 @@
 mod config;
 mod tools;
 
+use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::kind::{Kind, UpOptions};
@@ -145,6 +147,7 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         info.nodes.push(node);
     }
 
+    let _slot = start_slot()?;
     let started = Instant::now();
     let mut records = Vec::new();
     for node in &info.nodes {
@@ -270,6 +273,7 @@ pub fn add_node(root: &Root, name: &str) -> Result<NodeInfo> {
         tokens,
     )?;
     config::write_node_files(&info, &node, true)?;
+    let _slot = start_slot()?;
     let record = spawn_node(root, &info, &node, true)?;
     wait_cql(&info, &node, 0, &[&record], BOOTSTRAP_TIMEOUT)?;
     info.contact_points
@@ -295,10 +299,21 @@ pub fn start_node(root: &Root, name: &str, n: usize) -> Result<()> {
         bail!("node {n} of {name} is already running");
     }
     let offset = log_len(&node.log);
+    let _slot = start_slot()?;
     let record = spawn_node(root, &info, node, false)?;
     wait_cql(&info, node, offset, &[&record], NODE_START_TIMEOUT)?;
     let records = live_records(root, &info)?;
     wait_all_normal(&info, &records.iter().collect::<Vec<_>>())
+}
+
+/// One Cassandra start at a time on this machine: JVM start-up is the most
+/// CPU-hungry phase, and several at once on 2 cores time out where one after
+/// the other does not. Held until the started nodes are ready.
+fn start_slot() -> Result<Flock<File>> {
+    let path = std::env::temp_dir().join("testbed-cassandra-start.lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("locking {}: {e}", path.display()))
 }
 
 fn live_records(root: &Root, info: &Info) -> Result<Vec<ProcessRecord>> {
