@@ -637,3 +637,289 @@ fn extend_retention(
 fn ceil_secs(t: DateTime<Utc>) -> i64 {
     t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::restore::{restore, RestoreOptions};
+    use crate::walk::tests::TestRepo;
+    use std::path::Path;
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        crate::crypto::fill_random(&mut v);
+        v
+    }
+
+    /// Delete at once what is old enough: no skew margin, no minimum age.
+    fn eager() -> PruneOptions {
+        PruneOptions {
+            clock_skew: Duration::ZERO,
+            keep_unindexed_for: Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
+    /// Marks carry whole seconds rounded up; a later prune must start in a
+    /// later second to see them as older than itself.
+    fn let_marks_age() {
+        std::thread::sleep(Duration::from_millis(2100));
+    }
+
+    fn pack_ids(t: &TestRepo) -> HashSet<Id> {
+        t.repo
+            .list(FileKind::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    fn assert_restores(t: &TestRepo, snap: &Snapshot, src: &Path, name: &str) {
+        let target = t.dir.path().join(name);
+        let out = restore(
+            &t.repo,
+            snap,
+            &RestoreOptions {
+                target: target.clone(),
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        for e in std::fs::read_dir(src).unwrap() {
+            let p = e.unwrap().path();
+            let back = target.join(p.strip_prefix("/").unwrap());
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(&back).unwrap(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
+    fn unused_packs_are_marked_first_and_deleted_by_a_later_prune() {
+        let t = TestRepo::new();
+        let (a, b) = (t.dir.path().join("a"), t.dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("f"), random(300_000)).unwrap();
+        std::fs::write(b.join("g"), random(300_000)).unwrap();
+        let (sa, _) = t.backup(&[&a]);
+        let before = pack_ids(&t);
+        let (_, snap_b) = t.backup(&[&b]);
+        t.repo.delete_file(FileKind::Snapshot, &sa).unwrap();
+
+        let st = prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert_eq!(st.packs_marked_obsolete, 2, "{st:?}"); // a's data and tree packs
+        assert_eq!(
+            st.packs_deleted, 0,
+            "a pack is never deleted in the run that marks it"
+        );
+        let index = t.repo.load_index().unwrap();
+        assert_eq!(
+            index.obsolete.keys().copied().collect::<HashSet<_>>(),
+            before
+        );
+        assert_eq!(pack_ids(&t).len(), 4);
+
+        let_marks_age();
+        let st = prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert_eq!(st.packs_deleted, 2, "{st:?}");
+        let left = pack_ids(&t);
+        assert!(left.is_disjoint(&before) && left.len() == 2);
+        assert!(t.repo.load_index().unwrap().obsolete.is_empty());
+        assert_restores(&t, &snap_b, &b, "out");
+    }
+
+    #[test]
+    fn a_live_lock_older_than_the_mark_keeps_the_pack() {
+        let t = TestRepo::new();
+        let a = t.dir.path().join("a");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(a.join("f"), random(200_000)).unwrap();
+        let (sa, _) = t.backup(&[&a]);
+        // A backup that started before the mark could still reference the pack.
+        let running = Lock::acquire(&t.repo, LockKind::Backup).unwrap();
+        t.repo.delete_file(FileKind::Snapshot, &sa).unwrap();
+        prune(&t.repo, &eager(), &NoProgress).unwrap();
+        let_marks_age();
+        let st = prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert_eq!(
+            (st.live_locks, st.packs_deleted, st.packs_still_obsolete),
+            (1, 0, 2),
+            "{st:?}"
+        );
+        running.release();
+        let st = prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert_eq!(st.packs_deleted, 2, "{st:?}");
+        assert!(pack_ids(&t).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_that_needs_an_obsolete_pack_again_recovers_it() {
+        let t = TestRepo::new();
+        let a = t.dir.path().join("a");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(a.join("f"), random(200_000)).unwrap();
+        let (sa, snap) = t.backup(&[&a]);
+        t.repo.delete_file(FileKind::Snapshot, &sa).unwrap();
+        prune(&t.repo, &eager(), &NoProgress).unwrap();
+        // As if a backup that saw the pack live finished after the mark.
+        t.repo.save_snapshot(&snap).unwrap();
+        let_marks_age();
+        let st = prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert_eq!((st.packs_recovered, st.packs_deleted), (2, 0), "{st:?}");
+        assert!(t.repo.load_index().unwrap().obsolete.is_empty());
+        assert_restores(&t, &snap, &a, "out");
+    }
+
+    #[test]
+    fn partly_used_packs_are_repacked_and_snapshots_still_restore() {
+        let t = TestRepo::new();
+        let a = t.dir.path().join("a");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(a.join("keep"), random(200_000)).unwrap();
+        std::fs::write(a.join("drop"), random(600_000)).unwrap();
+        let (s1, _) = t.backup(&[&a]);
+        std::fs::remove_file(a.join("drop")).unwrap();
+        let (_, s2) = t.backup(&[&a]);
+        t.repo.delete_file(FileKind::Snapshot, &s1).unwrap();
+        let old = pack_ids(&t);
+
+        // Within a generous limit nothing is copied.
+        let lenient = PruneOptions {
+            max_unused_percent: 90.0,
+            ..eager()
+        };
+        let st = prune(
+            &t.repo,
+            &PruneOptions {
+                dry_run: true,
+                ..lenient.clone()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(st.packs_repacked, 0, "{st:?}");
+        let st = prune(
+            &t.repo,
+            &PruneOptions {
+                max_unused_percent: 0.0,
+                ..eager()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(
+            st.packs_repacked >= 1 && st.packs_new >= 1 && st.blobs_repacked > 0,
+            "{st:?}"
+        );
+        assert!(st.blobs_removed > 0);
+        let_marks_age();
+        let st = prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert!(st.packs_deleted >= 1 && st.bytes_freed >= 600_000, "{st:?}");
+        assert!(pack_ids(&t)
+            .iter()
+            .all(|p| !old.contains(p) || t.repo.load_index().unwrap().pack_ids().contains(p)));
+        assert_restores(&t, &s2, &a, "out");
+    }
+
+    #[test]
+    fn unindexed_packs_go_only_when_old_enough() {
+        let t = TestRepo::new();
+        let junk = random(1000);
+        let id = Id::of_stored(&junk);
+        t.repo.put(&FileKind::Pack.key(&id), junk).unwrap();
+        let st = prune(
+            &t.repo,
+            &PruneOptions {
+                clock_skew: Duration::ZERO,
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(
+            (st.unindexed_deleted, st.unindexed_kept),
+            (0, 1),
+            "younger than an hour: kept"
+        );
+        let st = prune(
+            &t.repo,
+            &PruneOptions {
+                keep_unindexed_for: Duration::ZERO,
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(
+            st.unindexed_deleted, 0,
+            "within the clock-skew margin of the prune's start: kept"
+        );
+        let st = prune(
+            &t.repo,
+            &PruneOptions {
+                dry_run: true,
+                ..eager()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(st.unindexed_deleted, 1);
+        assert!(pack_ids(&t).contains(&id), "dry run deletes nothing");
+        prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert!(!pack_ids(&t).contains(&id));
+    }
+
+    #[test]
+    fn a_second_prune_is_refused_while_one_is_live() {
+        let t = TestRepo::new();
+        let other = Lock::acquire(&t.repo, LockKind::Prune).unwrap();
+        let err = prune(&t.repo, &eager(), &NoProgress).unwrap_err();
+        assert!(matches!(err, RepoError::Locked { .. }), "{err}");
+        other.release();
+        prune(&t.repo, &eager(), &NoProgress).unwrap();
+    }
+
+    #[test]
+    fn repacks_the_most_wasteful_packs_until_within_the_limit() {
+        let info = |used: u64, unused: u64| PackInfo {
+            entries: Vec::new(),
+            used_bytes: used,
+            used_blobs: 1,
+            unused_bytes: unused,
+        };
+        let ids: Vec<Id> = (0..4).map(|i| Id([i; 32])).collect();
+        let packs: HashMap<Id, PackInfo> = [
+            (ids[0], info(100, 0)),
+            (ids[1], info(50, 50)),
+            (ids[2], info(90, 10)),
+            (ids[3], info(95, 5)),
+        ]
+        .into_iter()
+        .collect();
+        let fates = |p: f64| {
+            let mut f: HashMap<Id, Fate> = ids.iter().map(|id| (*id, Fate::Repack)).collect();
+            f.insert(ids[0], Fate::Keep);
+            choose_repacks(&packs, &mut f, p);
+            let mut r: Vec<u8> = f
+                .iter()
+                .filter(|(_, f)| matches!(f, Fate::Repack))
+                .map(|(id, _)| id.0[0])
+                .collect();
+            r.sort();
+            r
+        };
+        // used 335, unused 65 (16%): 10% allows 37, so the 50 go, 15 stay.
+        assert_eq!(fates(10.0), vec![1]);
+        assert_eq!(fates(0.0), vec![1, 2, 3]);
+        assert_eq!(fates(20.0), Vec::<u8>::new());
+        assert_eq!(fates(100.0), Vec::<u8>::new());
+    }
+}
