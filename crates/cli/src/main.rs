@@ -38,6 +38,11 @@ enum Command {
     Key(commands::key::KeyCommand),
     /// Remove stale locks (of processes that died)
     Unlock(commands::unlock::Args),
+    /// Check the repository; name damaged objects and the files they spoil
+    Verify(commands::verify::Args),
+    /// Repair the repository (`repair index`: rebuild the index from the packs)
+    #[command(subcommand)]
+    Repair(commands::repair::RepairCommand),
     /// Remove snapshots by a retention policy (--keep-last, --keep-daily, ...)
     Forget(commands::forget::Args),
     /// Free the space of data no snapshot needs (safe beside running backups)
@@ -54,6 +59,8 @@ fn main() {
         Command::Restore(a) => commands::restore::run(&cli.global, a),
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
+        Command::Verify(a) => commands::verify::run(&cli.global, a),
+        Command::Repair(a) => commands::repair::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
     };

@@ -16,6 +16,9 @@ pub struct Args {
     /// Average chunk size in KiB (min is a quarter, max four times)
     #[arg(long, default_value_t = 1024)]
     pub chunk_size_kib: u32,
+    /// Pack size in MiB (tests use small packs to get many of them)
+    #[arg(long, hide = true)]
+    pub pack_size_mib: Option<u32>,
     /// Argon2id memory in KiB for the key file
     #[arg(long, hide = true)]
     pub kdf_memory_kib: Option<u32>,
@@ -29,6 +32,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut config = RepoConfig::new();
     config.compression = a.compression;
     config.object_lock_days = a.object_lock_days;
+    if let Some(m) = a.pack_size_mib {
+        config.pack_size = m.saturating_mul(1024 * 1024);
+    }
     let avg = a.chunk_size_kib * 1024;
     config.chunker.avg_size = avg;
     config.chunker.min_size = avg / 4;

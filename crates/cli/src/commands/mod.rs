@@ -5,6 +5,8 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod unlock;
+pub mod verify;
