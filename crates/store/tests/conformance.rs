@@ -196,6 +196,11 @@ mod behaviour {
         assert_eq!(keys(s, "data/01/").await, set(&["data/01/b"]));
         assert_eq!(keys(s, "conf").await, set(&["config"]));
         assert!(keys(s, "nothing/").await.is_empty());
+        // A prefix that is a "directory" (local, SeaweedFS's filer) is no object.
+        assert_eq!(s.head("data/01").await.unwrap(), None);
+        assert!(s.get("data/01").await.unwrap_err().is_not_found());
+        s.delete("data/01").await.unwrap();
+        assert_eq!(keys(s, "data/01/").await, set(&["data/01/b"]));
         let listed = s.list("data/").await.unwrap();
         let b = listed.iter().find(|m| m.key == "data/01/b").unwrap();
         assert_eq!(b.size, 3);
