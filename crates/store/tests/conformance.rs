@@ -409,3 +409,35 @@ async fn s3_object_lock_refuses_version_deletion_and_extends_retention() {
         Err(StoreError::Denied { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_is_a_temporary_error_after_bounded_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = testbed::s3::S3Server::start(dir.path()).unwrap();
+    let env = ServerEnv(HashMap::from([
+        ("AWS_ACCESS_KEY_ID", server.access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY", server.secret_key.clone()),
+    ]));
+    let opts = OpenOptions {
+        retry: tidemark_store::RetryPolicy {
+            max_attempts: 3,
+            initial_delay: std::time::Duration::from_millis(20),
+            max_delay: std::time::Duration::from_millis(100),
+        },
+        ..OpenOptions::default()
+    };
+    let loc: Location = format!("s3:{}/outage/repo", server.endpoint)
+        .parse()
+        .unwrap();
+    let store = loc.open_with_env(&opts, &env).unwrap();
+    store.create(false).await.unwrap();
+    store.put("config", b("c")).await.unwrap();
+
+    server.stop().unwrap();
+    let err = store.get("config").await.unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::Service { key, .. } if key == "config"),
+        "{err:?}"
+    );
+}
