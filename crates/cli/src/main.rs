@@ -47,6 +47,8 @@ enum Command {
     Forget(commands::forget::Args),
     /// Free the space of data no snapshot needs (safe beside running backups)
     Prune(commands::prune::Args),
+    /// Measure the in-memory ceiling: chunk + hash + compress + encrypt
+    BenchCeiling(commands::bench_ceiling::Args),
 }
 
 fn main() {
@@ -63,6 +65,7 @@ fn main() {
         Command::Repair(a) => commands::repair::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
+        Command::BenchCeiling(a) => commands::bench_ceiling::run(&cli.global, a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,6 +1,7 @@
 //! One module per command: `Args` (clap) and `run(global, args) -> exit code`.
 
 pub mod backup;
+pub mod bench_ceiling;
 pub mod forget;
 pub mod init;
 pub mod key;
