@@ -389,6 +389,10 @@ impl<'a> Archiver<'a> {
         if let Some(k) = link_key {
             if let Some(c) = self.hardlinks.lock().expect("poisoned").get(&k) {
                 node.content = c.clone();
+                // Counted like any file, so an unchanged tree has the same
+                // total_files in every backup.
+                let counter = if parent.is_some() { &self.c.files_changed } else { &self.c.files_new };
+                counter.fetch_add(1, Ordering::Relaxed);
                 self.progress.advance(1, node.size);
                 return Ok(true);
             }
