@@ -395,6 +395,14 @@ async fn s3_object_lock_refuses_version_deletion_and_extends_retention() {
     let kept = store.retention("data/ab/pack").await.unwrap().unwrap();
     assert_eq!(kept, got, "retention was shortened");
 
+    // An object written without retention gets its first one from retain.
+    let unlocked = s3_direct(&bucket, None);
+    unlocked.put("index/plain", b("i")).await.unwrap();
+    assert_eq!(unlocked.retention("index/plain").await.unwrap(), None);
+    unlocked.retain("index/plain", later).await.unwrap();
+    let first = unlocked.retention("index/plain").await.unwrap().unwrap();
+    assert!((first - later).num_seconds().abs() <= 1, "{first} vs {later}");
+
     // A plain delete only hides the object behind a delete marker; the locked
     // version stays, still undeletable.
     store.delete("data/ab/pack").await.unwrap();
