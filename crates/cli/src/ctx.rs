@@ -86,6 +86,12 @@ impl Global {
     /// Open the repository, with Object Lock retention on writes when the
     /// repository asks for it.
     pub fn open(&self) -> Result<Repository> {
+        self.open_with(&self.password()?)
+    }
+
+    /// Open the repository with a passphrase obtained elsewhere (copy's
+    /// target has its own).
+    pub fn open_with(&self, password: &str) -> Result<Repository> {
         let loc = self.location()?;
         let store = loc.open(&self.open_options(None))?;
         let rt = runtime();
@@ -100,7 +106,6 @@ impl Global {
             Some(d) => loc.open(&self.open_options(Some(d)))?,
             None => store,
         };
-        let password = self.password()?;
         Ok(Repository::open(store, rt.handle().clone(), password.as_bytes())?)
     }
 

@@ -33,6 +33,14 @@ enum Command {
     Snapshots(commands::snapshots::Args),
     /// Restore a snapshot (or part of it) into a directory
     Restore(commands::restore::Args),
+    /// List the files of a snapshot
+    Ls(commands::ls::Args),
+    /// Show what changed between two snapshots
+    Diff(commands::diff::Args),
+    /// Sizes of the repository: logical, unique, stored; dedup and compression ratios
+    Stats(commands::stats::Args),
+    /// Copy snapshots into another repository (which has its own keys)
+    Copy(commands::copy::Args),
     /// Manage the passphrase keys of the repository
     #[command(subcommand)]
     Key(commands::key::KeyCommand),
@@ -59,6 +67,10 @@ fn main() {
         Command::Backup(a) => commands::backup::run(&cli.global, a),
         Command::Snapshots(a) => commands::snapshots::run(&cli.global, a),
         Command::Restore(a) => commands::restore::run(&cli.global, a),
+        Command::Ls(a) => commands::ls::run(&cli.global, a),
+        Command::Diff(a) => commands::diff::run(&cli.global, a),
+        Command::Stats(a) => commands::stats::run(&cli.global, a),
+        Command::Copy(a) => commands::copy::run(&cli.global, a),
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
         Command::Verify(a) => commands::verify::run(&cli.global, a),

@@ -2,12 +2,16 @@
 
 pub mod backup;
 pub mod bench_ceiling;
+pub mod copy;
+pub mod diff;
 pub mod forget;
 pub mod init;
 pub mod key;
+pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 pub mod unlock;
 pub mod verify;
