@@ -186,9 +186,18 @@ impl VerifyReport {
 
 /// Problems as they are found, merged per object; `hits` maps each bad blob
 /// or tree to the problems it belongs to, for the path mapping.
+/// A problem being gathered: its reasons, and the paths per snapshot.
+#[derive(Default)]
+struct Open {
+    reasons: Vec<String>,
+    affected: BTreeMap<Id, BTreeSet<String>>,
+    /// The object is a snapshot that cannot be read at all.
+    whole: bool,
+}
+
 #[derive(Default)]
 struct Findings {
-    problems: BTreeMap<(ObjectKind, Id), (Vec<String>, BTreeMap<Id, BTreeSet<String>>, bool)>,
+    problems: BTreeMap<(ObjectKind, Id), Open>,
     bad: HashMap<Id, Vec<(ObjectKind, Id)>>,
 }
 
@@ -196,8 +205,8 @@ impl Findings {
     fn add(&mut self, kind: ObjectKind, id: Id, reason: impl Into<String>) {
         let reason = reason.into();
         let e = self.problems.entry((kind, id)).or_default();
-        if !e.0.contains(&reason) {
-            e.0.push(reason);
+        if !e.reasons.contains(&reason) {
+            e.reasons.push(reason);
         }
     }
 
@@ -211,34 +220,46 @@ impl Findings {
 
     fn affect(&mut self, owner: (ObjectKind, Id), snapshot: Id, path: &str) {
         if let Some(p) = self.problems.get_mut(&owner) {
-            p.1.entry(snapshot).or_default().insert(path.to_string());
+            p.affected
+                .entry(snapshot)
+                .or_default()
+                .insert(path.to_string());
         }
     }
 
     fn into_problems(self) -> Vec<Problem> {
         self.problems
             .into_iter()
-            .map(|((kind, id), (reasons, affected, whole))| Problem {
-                kind,
-                id,
-                reason: reasons.join("; "),
-                affected: if whole {
-                    vec![Affected {
-                        snapshot: id,
-                        whole: true,
-                        paths: Vec::new(),
-                    }]
-                } else {
-                    affected
-                        .into_iter()
-                        .map(|(snapshot, paths)| Affected {
-                            snapshot,
-                            whole: false,
-                            paths: paths.into_iter().collect(),
-                        })
-                        .collect()
+            .map(
+                |(
+                    (kind, id),
+                    Open {
+                        reasons,
+                        affected,
+                        whole,
+                    },
+                )| Problem {
+                    kind,
+                    id,
+                    reason: reasons.join("; "),
+                    affected: if whole {
+                        vec![Affected {
+                            snapshot: id,
+                            whole: true,
+                            paths: Vec::new(),
+                        }]
+                    } else {
+                        affected
+                            .into_iter()
+                            .map(|(snapshot, paths)| Affected {
+                                snapshot,
+                                whole: false,
+                                paths: paths.into_iter().collect(),
+                            })
+                            .collect()
+                    },
                 },
-            })
+            )
             .collect()
     }
 }
@@ -260,11 +281,11 @@ pub fn verify(
         match res {
             Ok(s) => snapshots.push((id, s)),
             Err(e) => {
-                f.add(ObjectKind::Snapshot, id, e.to_string());
+                f.add(ObjectKind::Snapshot, id, reason_about(&e, &id));
                 f.problems
                     .get_mut(&(ObjectKind::Snapshot, id))
                     .expect("just added")
-                    .2 = true;
+                    .whole = true;
             }
         }
     }
@@ -310,7 +331,7 @@ pub fn verify(
         .collect();
     unindexed.sort();
     for p in unindexed {
-        report.notes.push(format!("pack {p} is not indexed (left by an interrupted backup; prune removes it, `repair index` adds it)"));
+        report.notes.push(format!("pack {p} is not indexed (an interrupted backup leaves such packs: prune removes them, `repair index` indexes them)"));
     }
 
     if opts.read_data != ReadData::None {
@@ -383,7 +404,7 @@ fn load_index(
                 }
                 index.add_file(Some(id), file);
             }
-            Err(e) => f.add(ObjectKind::Index, id, e.to_string()),
+            Err(e) => f.add(ObjectKind::Index, id, reason_about(&e, &id)),
         }
     }
     index.finish();
@@ -466,7 +487,7 @@ fn read_packs(
                     found
                         .lock()
                         .expect("poisoned")
-                        .push(PackFinding::Pack(*p, e.to_string()));
+                        .push(PackFinding::Pack(*p, reason_about(&e, p)));
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -528,7 +549,7 @@ fn check_pack(repo: &Repository, p: &Id, data: &[u8], indexed: &[PackEntry]) -> 
                 ));
             }
         }
-        Err(e) => out.push(PackFinding::Pack(*p, e.to_string())),
+        Err(e) => out.push(PackFinding::Pack(*p, reason_about(&e, p))),
     }
     for e in indexed {
         let what = || format!("blob {} in pack {p}", e.id);
@@ -554,6 +575,12 @@ fn check_pack(repo: &Repository, p: &Id, data: &[u8], indexed: &[PackEntry]) -> 
         }
     }
     out
+}
+
+/// An error's message without the object's id, which the report line
+/// already shows ("index X is corrupt: ..." becomes "index is corrupt: ...").
+fn reason_about(e: &RepoError, id: &Id) -> String {
+    e.to_string().replace(&format!(" {id}"), "")
 }
 
 /// The reason of a blob error without repeating "blob X in pack Y".

@@ -1,7 +1,10 @@
 //! `tidemark verify`: name every damaged object and what it spoils.
 
 use anyhow::Result;
-use tidemark_repo::verify::{verify, Problem, ReadData, VerifyOptions, VerifyReport};
+use tidemark_repo::verify::{verify, ObjectKind, Problem, ReadData, VerifyOptions, VerifyReport};
+
+/// Notes printed before the rest are left to `--json`.
+const MAX_NOTES: usize = 10;
 
 use crate::ctx::{print_json, Global, EXIT_INCOMPLETE};
 
@@ -48,13 +51,27 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         print_json(&report)?;
         return Ok(code);
     }
-    for n in &report.notes {
+    // Notes can be one per pack (a lost index file): show a few.
+    for n in report.notes.iter().take(MAX_NOTES) {
         println!("note: {n}");
+    }
+    if report.notes.len() > MAX_NOTES {
+        println!(
+            "note: ... and {} more (see --json)",
+            report.notes.len() - MAX_NOTES
+        );
     }
     for p in &report.problems {
         print_problem(p);
     }
     println!("{}", summary(&report, read_data != ReadData::None));
+    let index_trouble = report
+        .problems
+        .iter()
+        .any(|p| p.kind == ObjectKind::Index || p.reason.contains("not in the index"));
+    if index_trouble || report.notes.iter().any(|n| n.contains("is not indexed")) {
+        println!("hint: `tidemark repair index` rebuilds the index from the packs");
+    }
     Ok(code)
 }
 
@@ -96,7 +113,7 @@ fn summary(r: &VerifyReport, read: bool) -> String {
             .flat_map(|p| p.affected.iter().flat_map(|a| &a.paths))
             .collect();
         line.push_str(&format!(
-            ": {} damaged objects, {} files affected",
+            ": {} damaged objects, {} paths affected",
             r.problems.len(),
             files.len()
         ));
