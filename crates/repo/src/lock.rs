@@ -48,6 +48,13 @@ impl LockInfo {
         now.signed_duration_since(self.refreshed).to_std().unwrap_or_default() > STALE_AFTER
     }
 
+    /// Whether the holder is known to be gone: it ran on this host and no
+    /// process with its pid exists now (killed, crashed). Elsewhere only
+    /// time tells ([`is_stale`](Self::is_stale)).
+    pub fn holder_is_dead(&self) -> bool {
+        self.hostname == crate::hostname() && self.pid != std::process::id() && !process_exists(self.pid)
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{:?} by {}@{} pid {} since {}",
@@ -195,12 +202,20 @@ pub fn live_locks(repo: &Repository) -> Result<Vec<LockInfo>> {
         .collect())
 }
 
-/// Remove stale (or, with `all`, every) lock file; returns how many.
+/// Whether a process with this pid exists; where /proc is missing (not
+/// Linux) nobody can tell, so it is assumed to run.
+fn process_exists(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Remove stale locks and those of dead processes on this host (or, with
+/// `all`, every lock file); returns how many.
 pub fn remove_locks(repo: &Repository, all: bool) -> Result<usize> {
     let now = Utc::now();
     let mut n = 0;
     for (id, info) in all_locks(repo)? {
-        if all || info.map(|i| i.is_stale(now)).unwrap_or(true) {
+        if all || info.map(|i| i.is_stale(now) || i.holder_is_dead()).unwrap_or(true) {
             repo.delete_file(FileKind::Lock, &id)?;
             n += 1;
         }
