@@ -12,7 +12,13 @@
 //! - [`kind`]: the `Kind` enum and the single dispatch in [`kind::up`];
 //! - [`fixture`]: one shared cluster per test binary, or one reused from CI;
 //! - one module per kind: [`cassandra`], [`hdfs`], [`mongodb`] (FerretDB),
-//!   [`redis`], [`etcd`]; [`http`] and [`fresh`] are small helpers they share.
+//!   [`redis`], [`etcd`], [`s3`] (SeaweedFS); [`http`] and [`fresh`] are small
+//!   helpers they share.
+//!
+//! Environment: `TESTBED_ROOT` (default root), `TESTBED_CACHE` (download
+//! cache), `TESTBED_KEEP` (fixtures keep their temporary root for post-mortems),
+//! `TESTBED_CASSANDRA_ROOT` (tests reuse the Cassandra cluster started there),
+//! `TESTBED_CASSANDRA_FULL_JIT` (C2 JIT for throughput work; slower start).
 //!
 //! # Plugging in a kind
 //!
