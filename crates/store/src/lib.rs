@@ -3,15 +3,20 @@
 //! Parts:
 //! - [`Store`]: the trait every backend implements (put, get, get range, head,
 //!   list, delete, retain, create), with [`Capabilities`] as plain data.
-//! - `local`: a directory on a local filesystem (atomic writes by rename).
-//! - `s3`: any S3-compatible object store (aws-sdk-s3), including Object Lock.
-//! - wrappers over the same trait: `retry` (exponential back-off on
-//!   [`StoreError::is_temporary`] errors) and `throttle` (bandwidth limit).
-//! - [`Location`]: a repository address parsed once (`/path` or
-//!   `s3:http://HOST:PORT/BUCKET/PREFIX`), which builds the right backend.
+//! - [`local`]: a directory on a local filesystem (atomic writes by rename).
+//! - [`s3`]: any S3-compatible object store (aws-sdk-s3), including Object
+//!   Lock; its inherent methods list and delete single versions.
+//! - wrappers over the same trait: [`retry`] (exponential back-off on
+//!   [`StoreError::is_temporary`] errors) and [`throttle`] (bandwidth limit).
+//! - [`Location`]: a repository address parsed once (`/path`, `local:/path` or
+//!   `s3:http://HOST:PORT/BUCKET/PREFIX`); [`Location::open`] builds the
+//!   backend wrapped in retry (and throttle when a limit is set).
 //!
 //! Keys are relative, `/`-separated paths such as `data/ab/ab12...`; a backend
-//! maps them onto its own namespace (a directory, a bucket prefix).
+//! maps them onto its own namespace (a directory, a bucket prefix). A key is
+//! never also the prefix "directory" of another key (`a` and `a/b`): a
+//! filesystem, and a filer-backed S3 such as SeaweedFS, cannot hold both.
+//! The behaviour every backend shares is pinned by `tests/conformance.rs`.
 
 use std::fmt::Debug;
 use std::sync::Arc;
