@@ -20,7 +20,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to reach a cluster; what `testbed up etcd` prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct Info {
     pub name: String,
     /// etcd's version, e.g. `3.4.23`.
@@ -31,7 +31,7 @@ pub struct Info {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct MemberInfo {
     /// 1-based.
     pub node: usize,

@@ -25,7 +25,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to reach a cluster; what `testbed up redis` prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct Info {
     pub name: String,
     /// redis-server's version, e.g. `7.0.15`.
@@ -37,7 +37,7 @@ pub struct Info {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct NodeInfo {
     /// 1-based.
     pub node: usize,

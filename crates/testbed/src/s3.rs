@@ -40,7 +40,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// What a client needs to reach the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct S3Info {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,

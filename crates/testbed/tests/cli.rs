@@ -45,7 +45,7 @@ fn up_status_nodetool_down_from_separate_processes() -> Result<()> {
     // Whatever happens next, stop what `up` started.
     let result = (|| {
         let info: Value = serde_json::from_str(&ok(up?)?)?;
-        let contact = info["contact-points"][0]
+        let contact = info["contact_points"][0]
             .as_str()
             .context("contact point")?;
         let addr: std::net::SocketAddr = contact.parse()?;
@@ -53,7 +53,7 @@ fn up_status_nodetool_down_from_separate_processes() -> Result<()> {
         assert!(std::net::TcpStream::connect(addr).is_ok(), "CQL at {addr}");
         let node = &info["nodes"][0];
         assert!(Path::new(node["config"].as_str().context("config")?).is_file());
-        assert!(node["jmx-port"].as_u64().is_some());
+        assert!(node["jmx_port"].as_u64().is_some());
 
         let status: Value =
             serde_json::from_str(&ok(testbed(root.path(), &["status", "--json"])?)?)?;

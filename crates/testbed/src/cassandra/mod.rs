@@ -39,7 +39,7 @@ const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(420);
 
 /// How to reach a cluster; what `testbed up cassandra` prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct Info {
     /// The testbed's name for the cluster inside its root.
     pub name: String,
@@ -58,7 +58,7 @@ pub struct Info {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct NodeInfo {
     /// 1-based; the last address octet.
     pub node: usize,

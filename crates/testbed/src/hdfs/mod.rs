@@ -29,7 +29,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How to reach a cluster; what `testbed up hdfs` prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct Info {
     pub name: String,
     pub version: String,
@@ -51,7 +51,7 @@ pub struct Info {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct DataNodeInfo {
     /// 1-based.
     pub node: usize,

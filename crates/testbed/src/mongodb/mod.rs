@@ -37,7 +37,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to reach the instances; what `testbed up mongodb` prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct Info {
     pub name: String,
     /// `ferretdb <version>`: not a mongod.
@@ -50,7 +50,7 @@ pub struct Info {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub struct InstanceInfo {
     /// 1-based.
     pub node: usize,
