@@ -365,9 +365,11 @@ pub fn verify(
         repo,
         index: &index,
         index_damaged,
+        trees: HashMap::new(),
         memo: HashMap::new(),
         f: &mut f,
     };
+    walker.load(snapshots.iter().map(|(_, s)| s.tree).collect())?;
     for (sid, snap) in &snapshots {
         for (path, bad) in walker.subtree(&snap.tree, "/") {
             let owners = walker.f.bad.get(&bad).cloned().unwrap_or_default();
@@ -376,7 +378,7 @@ pub fn verify(
             }
         }
     }
-    report.stats.trees = walker.memo.len() as u64;
+    report.stats.trees = walker.trees.len() as u64;
     report.problems = f.into_problems();
     Ok(report)
 }
@@ -592,28 +594,112 @@ fn short_reason(e: &RepoError) -> String {
     }
 }
 
-/// Walks trees, each distinct tree once, checking that each loads and that
-/// every blob a file needs is indexed; returns the bad blobs and trees
-/// under each tree with their paths.
+/// What the path mapping needs of one readable tree: its subdirectories,
+/// and its files that use a bad or unindexed blob. Much smaller than the
+/// tree itself, so every tree of the repository can be held at once.
+struct TreeInfo {
+    dirs: Vec<(String, Id)>,
+    hits: Vec<(String, Id)>,
+}
+
+/// Loads every distinct tree once, level by level, in parallel; checks that
+/// each loads and that every blob a file needs is indexed; then maps bad
+/// blobs and trees to paths, memoised per tree.
 struct Walker<'a> {
     repo: &'a Repository,
     index: &'a Index,
     /// Damaged index files: blobs missing from the index are charged to them.
     index_damaged: Vec<Id>,
+    /// Every tree reached; `None` when it cannot be read.
+    trees: HashMap<Id, Option<TreeInfo>>,
     memo: HashMap<Id, Arc<Vec<(String, Id)>>>,
     f: &'a mut Findings,
 }
 
 impl Walker<'_> {
-    /// Hits under the tree `id` found at `path` (which ends in the tree's own
-    /// path, "/" for a root), with absolute paths.
+    fn load(&mut self, roots: Vec<Id>) -> Result<()> {
+        let mut frontier: Vec<Id> = roots
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        while !frontier.is_empty() {
+            let (repo, index) = (self.repo, self.index);
+            let loaded: Vec<(Id, Result<crate::tree::Tree>)> =
+                crate::repo::io_pool().install(|| {
+                    frontier
+                        .par_iter()
+                        .map(|id| (*id, repo.load_tree(index, id)))
+                        .collect()
+                });
+            let current: std::collections::HashSet<Id> = frontier.iter().copied().collect();
+            let mut next = BTreeSet::new();
+            for (id, res) in loaded {
+                let tree = match res {
+                    Ok(t) => t,
+                    Err(RepoError::BlobNotFound { .. }) => {
+                        // The parent (or the snapshot) charges the tree to its path.
+                        self.missing(ObjectKind::Tree, id);
+                        self.trees.insert(id, None);
+                        continue;
+                    }
+                    Err(e) if is_damage(&e) => {
+                        // A damaged pack may already taint it; still name the tree.
+                        self.f.add(ObjectKind::Tree, id, short_reason(&e));
+                        self.f.taint(id, (ObjectKind::Tree, id));
+                        self.trees.insert(id, None);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut info = TreeInfo {
+                    dirs: Vec::new(),
+                    hits: Vec::new(),
+                };
+                for n in tree.nodes {
+                    match n.kind {
+                        NodeKind::File => {
+                            for b in &n.content {
+                                if !self.f.bad.contains_key(b)
+                                    && self.index.get(BlobType::Data, b).is_none()
+                                {
+                                    self.missing(ObjectKind::Blob, *b);
+                                }
+                                if self.f.bad.contains_key(b) {
+                                    info.hits.push((n.name.clone(), *b));
+                                }
+                            }
+                        }
+                        NodeKind::Dir => {
+                            if let Some(sub) = n.subtree {
+                                // Guards against cycles in a corrupt repository too.
+                                if !self.trees.contains_key(&sub) && !current.contains(&sub) {
+                                    next.insert(sub);
+                                }
+                                info.dirs.push((n.name.clone(), sub));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                self.trees.insert(id, Some(info));
+            }
+            frontier = next
+                .into_iter()
+                .filter(|id| !self.trees.contains_key(id))
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Hits under the tree `id` found at `path` (the tree's own path, "/"
+    /// for a root), with absolute paths.
     fn subtree(&mut self, id: &Id, path: &str) -> Vec<(String, Id)> {
-        let rel = self.tree_hits(id);
         let mut out = Vec::new();
-        // After the walk of the tree itself, which finds it missing or damaged.
         if self.f.bad.contains_key(id) {
             out.push((path.to_string(), *id));
         }
+        let rel = self.tree_hits(id);
         let prefix = if path.ends_with('/') {
             path.to_string()
         } else {
@@ -623,51 +709,25 @@ impl Walker<'_> {
         out
     }
 
-    /// Hits under tree `id`, relative to it; an unreadable tree hits itself.
+    /// Hits under tree `id`, relative to it.
     fn tree_hits(&mut self, id: &Id) -> Arc<Vec<(String, Id)>> {
         if let Some(h) = self.memo.get(id) {
             return h.clone();
         }
-        // Guard against cycles in a corrupt repository.
+        // Guards against cycles in a corrupt repository.
         self.memo.insert(*id, Arc::new(Vec::new()));
         let mut hits = Vec::new();
-        match self.repo.load_tree(self.index, id) {
-            Ok(tree) => {
-                for n in tree.nodes {
-                    let name = n.name.clone();
-                    match n.kind {
-                        NodeKind::File => {
-                            for b in &n.content {
-                                if self.f.bad.contains_key(b) {
-                                    hits.push((name.clone(), *b));
-                                } else if self.index.get(BlobType::Data, b).is_none() {
-                                    self.missing(ObjectKind::Blob, *b);
-                                    hits.push((name.clone(), *b));
-                                }
-                            }
-                        }
-                        NodeKind::Dir => {
-                            if let Some(sub) = n.subtree {
-                                let rel = self.tree_hits(&sub);
-                                if self.f.bad.contains_key(&sub) {
-                                    hits.push((name.clone(), sub));
-                                }
-                                hits.extend(rel.iter().map(|(p, b)| (format!("{name}/{p}"), *b)));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+        let (dirs, own) = match self.trees.get(id) {
+            Some(Some(info)) => (info.dirs.clone(), info.hits.clone()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        hits.extend(own);
+        for (name, sub) in dirs {
+            if self.f.bad.contains_key(&sub) {
+                hits.push((name.clone(), sub));
             }
-            Err(RepoError::BlobNotFound { .. }) => {
-                self.missing(ObjectKind::Tree, *id);
-                // The parent (or the snapshot) charges the tree to its path.
-            }
-            Err(e) => {
-                // A damaged pack already taints this tree; still name it.
-                self.f.add(ObjectKind::Tree, *id, short_reason(&e));
-                self.f.taint(*id, (ObjectKind::Tree, *id));
-            }
+            let rel = self.tree_hits(&sub);
+            hits.extend(rel.iter().map(|(p, b)| (format!("{name}/{p}"), *b)));
         }
         let hits = Arc::new(hits);
         self.memo.insert(*id, hits.clone());
