@@ -9,7 +9,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -104,16 +103,6 @@ fn kill_backup_at(repo: &Repo, repo_dir: &Path, src: &Path, logs: &Path, moment:
     kill9(&mut child);
 }
 
-fn kill9(child: &mut Child) {
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "killed by SIGKILL, not ended otherwise: {status}"
-    );
-}
-
 /// Every listed snapshot is one of `expected` (id -> source) and restores
 /// byte for byte; verify (if there is such a command) passes.
 fn check_repository(repo: &Repo, scratch: &Path, expected: &[(String, PathBuf)]) {
@@ -136,20 +125,7 @@ fn check_repository(repo: &Repo, scratch: &Path, expected: &[(String, PathBuf)])
         assert_same_tree(src, &restored(&target, src));
         fs::remove_dir_all(&target).unwrap();
     }
-    verify(repo);
-}
-
-fn verify(repo: &Repo) {
-    if !repo.has_command("verify") {
-        println!("note: `tidemark verify` does not exist yet; verify step skipped");
-        return;
-    }
-    let out = repo.run(["verify", "--read-data"]);
-    assert_eq!(
-        out.code, 0,
-        "verify --read-data after a crash:\n{}\n{}",
-        out.stdout, out.stderr
-    );
+    repo.verify_read_data();
 }
 
 #[test]

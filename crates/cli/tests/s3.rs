@@ -197,3 +197,124 @@ fn object_lock_on_a_bucket_without_it_is_refused() {
         .unwrap();
     assert!(config.is_none(), "no repository was created");
 }
+
+/// Object keys under `prefix` that are object ids (no temporary uploads).
+fn count_objects(rt: &tokio::runtime::Runtime, store: &S3Store, prefix: &str) -> usize {
+    rt.block_on(tidemark_store::Store::list(store, prefix))
+        .unwrap()
+        .iter()
+        .filter(|o| o.key.rsplit('/').next().is_some_and(|n| n.len() == 64))
+        .count()
+}
+
+#[test]
+fn sigkill_during_backup_on_s3_then_concurrent_backups() {
+    let bucket = unique("cli-crash");
+    let repo = Repo::s3(&bucket, "r");
+    repo.init(&["--chunk-size-kib", "64", "--pack-size-mib", "1"]);
+    let store = direct(&bucket, "r");
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+
+    let small = dir.path().join("small");
+    make_full_tree(&small, 51);
+    let first = repo.backup(&[&small], &[]);
+    let first_id = first["id"].as_str().unwrap().to_string();
+
+    let big = dir.path().join("big");
+    fs::create_dir_all(&big).unwrap();
+    let mut total = 0;
+    for i in 0..12 {
+        write_random_file(&big.join(format!("f{i:02}.bin")), 500 + i, 4 * 1024 * 1024);
+        total += 4 * 1024 * 1024;
+    }
+
+    // Kill once this backup has stored many packs and an index file.
+    let packs_before = count_objects(&rt, &store, "data/");
+    let index_before = count_objects(&rt, &store, "index/");
+    let mut child = repo.spawn(
+        ["backup".as_ref(), "--json".as_ref(), big.as_os_str()],
+        &logs,
+        "killed",
+    );
+    let start = std::time::Instant::now();
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup finished before the kill"
+        );
+        let packs = count_objects(&rt, &store, "data/") - packs_before;
+        let index = count_objects(&rt, &store, "index/") - index_before;
+        if packs >= 20 && index >= 1 {
+            println!(
+                "SIGKILL after {:?}: {packs} new packs, {index} new index files",
+                start.elapsed()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "no progress to kill into"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill9(&mut child);
+
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 1, "only the complete snapshot: {snaps:?}");
+    assert_eq!(snaps[0]["id"].as_str().unwrap(), first_id);
+    let target = dir.path().join("restore-small");
+    repo.restore(&first_id, &target, &[]);
+    assert_same_tree(&small, &restored(&target, &small));
+    repo.verify_read_data();
+    assert_eq!(
+        count_objects(&rt, &store, "locks/"),
+        1,
+        "the dead backup's lock"
+    );
+    assert_eq!(repo.ok(["unlock"]).stdout.trim(), "removed 1 locks");
+    assert_eq!(count_objects(&rt, &store, "locks/"), 0);
+
+    let done = repo.backup(&[&big], &[]);
+    let added = summary(&done, "data_added");
+    assert!(
+        added + 4 * 1024 * 1024 <= total,
+        "data_added {added} of {total}: nothing reused: {done}"
+    );
+    let target = dir.path().join("restore-big");
+    repo.restore(done["id"].as_str().unwrap(), &target, &[]);
+    assert_same_tree(&big, &restored(&target, &big));
+
+    // Three backups at once into the same bucket, sharing content.
+    let mut children = Vec::new();
+    let mut sources = Vec::new();
+    for i in 0..3u64 {
+        let src = dir.path().join(format!("c{i}"));
+        fs::create_dir_all(&src).unwrap();
+        write_random_file(&src.join("own.bin"), 600 + i, 3 * 1024 * 1024);
+        write_random_file(&src.join("shared.bin"), 700, 3 * 1024 * 1024);
+        fs::write(src.join("name.txt"), format!("tree {i}\n")).unwrap();
+        children.push(repo.spawn(
+            ["backup".as_ref(), "--json".as_ref(), src.as_os_str()],
+            &logs,
+            &format!("c{i}"),
+        ));
+        sources.push(src);
+    }
+    for (i, child) in children.iter_mut().enumerate() {
+        let status = child.wait().unwrap();
+        let err = fs::read_to_string(logs.join(format!("c{i}.err"))).unwrap();
+        assert!(status.success(), "concurrent backup {i}: {status}\n{err}");
+        let out: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(logs.join(format!("c{i}.out"))).unwrap())
+                .unwrap();
+        let target = dir.path().join(format!("restore-c{i}"));
+        repo.restore(out["id"].as_str().unwrap(), &target, &[]);
+        assert_same_tree(&sources[i], &restored(&target, &sources[i]));
+    }
+    assert_eq!(repo.snapshots().len(), 5);
+    assert_eq!(count_objects(&rt, &store, "locks/"), 0);
+    repo.verify_read_data();
+}

@@ -194,6 +194,21 @@ impl Repo {
         self.ok(args)
     }
 
+    /// `verify --read-data` must pass; skipped with a note when the binary
+    /// has no `verify` command.
+    pub fn verify_read_data(&self) {
+        if !self.has_command("verify") {
+            println!("note: `tidemark verify` does not exist yet; verify step skipped");
+            return;
+        }
+        let out = self.run(["verify", "--read-data"]);
+        assert_eq!(
+            out.code, 0,
+            "verify --read-data:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+    }
+
     /// Whether the binary has a `verify` command (another part of the work
     /// adds it).
     pub fn has_command(&self, name: &str) -> bool {
@@ -206,6 +221,18 @@ fn base_env() -> Vec<(String, String)> {
         ("TIDEMARK_PASSWORD".into(), PASSWORD.into()),
         ("TIDEMARK_INSECURE_TEST_KDF".into(), "1".into()),
     ]
+}
+
+/// SIGKILL a child and require that the signal is what ended it.
+pub fn kill9(child: &mut Child) {
+    use std::os::unix::process::ExitStatusExt;
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "killed by SIGKILL, not ended otherwise: {status}"
+    );
 }
 
 pub fn run_command(mut cmd: Command) -> Output {
