@@ -421,16 +421,16 @@ fn killed_backup_leaves_unindexed_packs_that_prune_removes_only_by_the_age_rule(
 /// shares, one of its own that never changes, and one new per run.
 fn worker_files(w: u64, r: u64) -> HashMap<String, Vec<u8>> {
     HashMap::from([
-        ("common".to_string(), bytes(7, 3_000_000)),
-        ("own".to_string(), bytes(1000 + w, 2_000_000)),
-        ("run".to_string(), bytes(2000 + w * 100 + r, 2_000_000)),
+        ("common".to_string(), bytes(7, 1_000_000)),
+        ("own".to_string(), bytes(1000 + w, 1_000_000)),
+        ("run".to_string(), bytes(2000 + w * 100 + r, 1_500_000)),
     ])
 }
 
 #[test]
 fn prune_again_and_again_beside_three_backups_loses_nothing() {
     const WORKERS: u64 = 3;
-    const RUNS: u64 = 4;
+    const RUNS: u64 = 6;
     let t = tempfile::tempdir().unwrap();
     let repo = init(t.path());
     let dirs: Vec<PathBuf> = (0..WORKERS)
@@ -444,7 +444,19 @@ fn prune_again_and_again_beside_three_backups_loses_nothing() {
             std::thread::spawn(move || {
                 for r in 0..RUNS {
                     write_files(&dir, &worker_files(w, r));
-                    backup(&repo, &dir, &[&format!("run{r}")]);
+                    // Throttled so each backup runs across several prunes.
+                    let tag = format!("run{r}");
+                    ok(
+                        &repo,
+                        &[
+                            "--limit-upload",
+                            "512",
+                            "backup",
+                            dir.to_str().unwrap(),
+                            "--tag",
+                            &tag,
+                        ],
+                    );
                 }
             })
         })
@@ -473,13 +485,21 @@ fn prune_again_and_again_beside_three_backups_loses_nothing() {
             st["packs_deleted"].as_u64().unwrap() + st["unindexed_deleted"].as_u64().unwrap();
         repacked += st["packs_repacked"].as_u64().unwrap();
         rounds += 1;
-        std::thread::sleep(Duration::from_millis(300));
+        eprintln!(
+            "round {rounds}: {} live locks, {} marked, {} still obsolete, {} deleted",
+            st["live_locks"],
+            st["packs_marked_obsolete"],
+            st["packs_still_obsolete"],
+            st["packs_deleted"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     for h in workers {
         h.join().expect("a backup failed beside prune");
     }
     eprintln!("{rounds} forget+prune rounds: {marked} packs marked, {repacked} repacked, {deleted} deleted");
-    assert!(marked > 0 && rounds >= 3);
+    assert!(marked > 0 && repacked > 0 && rounds >= 3);
+    assert!(deleted > 0, "packs were deleted while backups ran");
 
     // Every snapshot left restores byte for byte.
     let check_all = |tag: &str| {
@@ -510,11 +530,11 @@ fn prune_again_and_again_beside_three_backups_loses_nothing() {
     verify_read_data(&repo);
 
     // With the backups done, later prunes delete every obsolete pack.
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     let mut args = vec!["forget", "--keep-last", "1"];
     args.extend(prune_args);
     json(&repo, &args);
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     let st = json(
         &repo,
         &[

@@ -179,6 +179,11 @@ pub fn prune(
         .expect("own lock")
         - skew;
 
+    tracing::info!(
+        "prune started {}; deleting packs marked before {horizon} ({} live locks of others)",
+        me.started,
+        others.len()
+    );
     progress.phase("loading snapshots");
     let snaps = repo.list_snapshots()?;
     st.snapshots = snaps.len() as u64;
@@ -309,6 +314,10 @@ pub fn prune(
                 obsolete.push((entry(), marked_at));
             }
             Fate::StillObsolete(m) => {
+                tracing::debug!(
+                    "pack {pid} stays obsolete: marked at {m}, horizon {}",
+                    horizon.timestamp()
+                );
                 st.packs_still_obsolete += 1;
                 obsolete.push((entry(), *m));
             }
