@@ -1,5 +1,5 @@
 //! A [`Store`] wrapper that repeats calls failing with a temporary error
-//! ([`StoreError::is_temporary`]): throttling, 5xx, dropped connections.
+//! ([`StoreError::is_temporary`](crate::StoreError::is_temporary)): throttling, 5xx, dropped connections.
 //!
 //! Back-off doubles per attempt up to a cap, with "equal jitter" (half the
 //! delay fixed, half random) so that many agents hitting the same throttled

@@ -64,7 +64,7 @@ impl S3Store {
     }
 
     /// Delete one version for good (what an attacker with stolen keys would
-    /// try); Object Lock makes the store answer [`StoreError::Denied`].
+    /// try); Object Lock makes the store answer [`StoreError::Denied`](crate::StoreError::Denied).
     pub async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
         self.client
             .delete_object()
