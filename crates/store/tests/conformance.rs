@@ -401,7 +401,10 @@ async fn s3_object_lock_refuses_version_deletion_and_extends_retention() {
     assert_eq!(unlocked.retention("index/plain").await.unwrap(), None);
     unlocked.retain("index/plain", later).await.unwrap();
     let first = unlocked.retention("index/plain").await.unwrap().unwrap();
-    assert!((first - later).num_seconds().abs() <= 1, "{first} vs {later}");
+    assert!(
+        (first - later).num_seconds().abs() <= 1,
+        "{first} vs {later}"
+    );
 
     // A plain delete only hides the object behind a delete marker; the locked
     // version stays, still undeletable.
