@@ -78,7 +78,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for (s, t) in &out.copied {
         println!("copied snapshot {} -> {}", s.short(), t.short());
     }
-    if out.copied.is_empty() {
+    if out.copied.is_empty() && out.skipped.is_empty() {
+        println!("nothing to copy: no snapshots in the source");
+    } else if out.copied.is_empty() {
         println!(
             "nothing to copy: the {} snapshots given are already in {}",
             out.skipped.len(),
