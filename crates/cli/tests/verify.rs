@@ -484,3 +484,34 @@ fn repair_index_skips_and_names_a_damaged_pack() {
         "{v:#}"
     );
 }
+
+#[test]
+fn truncated_index_and_snapshot_files_are_named() {
+    let f = Fixture::new();
+    let index = f.files("index").remove(0);
+    let snap = f.files("snapshots").remove(0);
+    for p in [&index, &snap] {
+        let b = std::fs::read(p).unwrap();
+        std::fs::write(p, &b[..b.len() / 2]).unwrap();
+    }
+    let v = f.verify_json(&[], 3);
+    let want = BTreeSet::from([
+        ("index".to_string(), name(&index)),
+        ("snapshot".to_string(), name(&snap)),
+    ]);
+    assert_eq!(problems(&v), want, "{v:#}");
+    let o = f.run(&["-q", "verify"]);
+    assert_eq!(o.code, 3);
+    for (kind, id) in want {
+        let line = o
+            .stdout
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap_or_else(|| panic!("{kind} {id} not named:\n{}", o.stdout));
+        assert!(
+            line.starts_with(&format!("damaged {kind} {id}: "))
+                && line.contains("does not match its id"),
+            "{line}"
+        );
+    }
+}
