@@ -896,6 +896,165 @@ mod tests {
         prune(&t.repo, &eager(), &NoProgress).unwrap();
     }
 
+    /// A local store that claims Object Lock: it records `retain` calls and
+    /// reports every object as uploaded 30 days ago.
+    #[derive(Debug)]
+    struct LockingStore {
+        inner: tidemark_store::LocalStore,
+        retained: std::sync::Mutex<Vec<(String, DateTime<Utc>)>>,
+    }
+
+    impl LockingStore {
+        fn aged(mut m: tidemark_store::ObjectMeta) -> tidemark_store::ObjectMeta {
+            m.modified = Some(Utc::now() - chrono::Duration::days(30));
+            m
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl tidemark_store::Store for LockingStore {
+        fn capabilities(&self) -> tidemark_store::Capabilities {
+            tidemark_store::Capabilities {
+                retention: true,
+                range_reads: true,
+            }
+        }
+        fn describe(&self) -> String {
+            "locking test store".into()
+        }
+        async fn create(&self, _object_lock: bool) -> tidemark_store::Result<()> {
+            self.inner.create(false).await
+        }
+        async fn put(&self, key: &str, data: bytes::Bytes) -> tidemark_store::Result<()> {
+            self.inner.put(key, data).await
+        }
+        async fn get(&self, key: &str) -> tidemark_store::Result<bytes::Bytes> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            offset: u64,
+            len: u64,
+        ) -> tidemark_store::Result<bytes::Bytes> {
+            self.inner.get_range(key, offset, len).await
+        }
+        async fn head(
+            &self,
+            key: &str,
+        ) -> tidemark_store::Result<Option<tidemark_store::ObjectMeta>> {
+            Ok(self.inner.head(key).await?.map(Self::aged))
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> tidemark_store::Result<Vec<tidemark_store::ObjectMeta>> {
+            Ok(self
+                .inner
+                .list(prefix)
+                .await?
+                .into_iter()
+                .map(Self::aged)
+                .collect())
+        }
+        async fn delete(&self, key: &str) -> tidemark_store::Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn retain(&self, key: &str, until: DateTime<Utc>) -> tidemark_store::Result<()> {
+            self.retained.lock().unwrap().push((key.to_string(), until));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn object_lock_extends_retention_of_everything_still_in_use_only() {
+        use tidemark_store::Store as _;
+        let t = TestRepo::new();
+        let store = std::sync::Arc::new(LockingStore {
+            inner: tidemark_store::LocalStore::new(t.dir.path().join("locked")),
+            retained: Default::default(),
+        });
+        let mut config = crate::config::RepoConfig::new();
+        config.object_lock_days = Some(10);
+        let repo = Repository::init(
+            store.clone(),
+            t.repo.runtime().clone(),
+            b"pw",
+            crate::InitOptions {
+                kdf: crate::keyfile::KdfParams::insecure_fast(),
+                config,
+            },
+        )
+        .unwrap();
+        let (a, b) = (t.dir.path().join("a"), t.dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("f"), random(100_000)).unwrap();
+        std::fs::write(b.join("g"), random(100_000)).unwrap();
+        let (sa, _) = crate::walk::tests::backup_into(&repo, &[&a]);
+        let a_packs: HashSet<Id> = repo
+            .list(FileKind::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        crate::walk::tests::backup_into(&repo, &[&b]);
+        repo.delete_file(FileKind::Snapshot, &sa).unwrap();
+
+        let st = prune(
+            &repo,
+            &PruneOptions {
+                dry_run: true,
+                ..eager()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(
+            st.retention_extended > 0 && store.retained.lock().unwrap().is_empty(),
+            "dry run extends nothing"
+        );
+        let before = Utc::now();
+        let st = prune(&repo, &eager(), &NoProgress).unwrap();
+        let retained = store.retained.lock().unwrap().clone();
+        assert_eq!(st.retention_extended as usize, retained.len());
+        let keys: HashSet<&str> = retained.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(retained
+            .iter()
+            .all(|(_, u)| *u >= before + chrono::Duration::days(10)));
+        let live_packs: Vec<Id> = repo
+            .list(FileKind::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !a_packs.contains(id))
+            .collect();
+        assert_eq!(live_packs.len(), 2);
+        for id in &live_packs {
+            assert!(
+                keys.contains(FileKind::Pack.key(id).as_str()),
+                "live pack {id} extended"
+            );
+        }
+        for id in &a_packs {
+            assert!(
+                !keys.contains(FileKind::Pack.key(id).as_str()),
+                "obsolete pack {id} left to expire"
+            );
+        }
+        for kind in [FileKind::Snapshot, FileKind::Key, FileKind::Index] {
+            for (id, _) in repo.list(kind).unwrap() {
+                assert!(
+                    keys.contains(kind.key(&id).as_str()),
+                    "{} {id} extended",
+                    kind.name()
+                );
+            }
+        }
+        assert!(keys.contains(CONFIG_KEY));
+        assert!(store.capabilities().retention);
+    }
+
     #[test]
     fn repacks_the_most_wasteful_packs_until_within_the_limit() {
         let info = |used: u64, unused: u64| PackInfo {
