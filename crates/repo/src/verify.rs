@@ -349,7 +349,7 @@ pub fn verify(
             &stored,
             opts.threads.unwrap_or(4),
             &mut f,
-            &mut report.stats,
+            &mut report,
             progress,
         )?;
     }
@@ -428,6 +428,8 @@ fn load_all<T: Send>(
     let mut kept = Vec::with_capacity(out.len());
     for (id, r) in out {
         match r {
+            // Removed since the listing (forget, prune): not damage.
+            Err(RepoError::Store(e)) if e.is_not_found() => {}
             Err(e) if !is_damage(&e) => return Err(e),
             r => kept.push((id, r)),
         }
@@ -468,7 +470,7 @@ fn read_packs(
     sizes: &HashMap<Id, u64>,
     threads: usize,
     f: &mut Findings,
-    stats: &mut VerifyStats,
+    report: &mut VerifyReport,
     progress: &dyn Progress,
 ) -> Result<()> {
     let total: u64 = packs.iter().map(|p| sizes[p]).sum();
@@ -485,6 +487,10 @@ fn read_packs(
         packs.par_iter().try_for_each(|p| {
             let data = match repo.get(&FileKind::Pack.key(p)) {
                 Ok(d) => d,
+                Err(RepoError::Store(e)) if e.is_not_found() => {
+                    found.lock().expect("poisoned").push(PackFinding::Gone(*p));
+                    return Ok(());
+                }
                 Err(e) if is_damage(&e) => {
                     found
                         .lock()
@@ -503,12 +509,16 @@ fn read_packs(
         })
     });
     res?;
-    stats.packs_read = packs.len() as u64;
-    stats.bytes_read = bytes.into_inner();
-    stats.blobs_read = blobs.into_inner();
+    report.stats.packs_read = packs.len() as u64;
+    report.stats.bytes_read = bytes.into_inner();
+    report.stats.blobs_read = blobs.into_inner();
     for x in found.into_inner().expect("poisoned") {
         match x {
             PackFinding::Pack(p, why) => f.add(ObjectKind::Pack, p, why),
+            // Listed a moment ago: a prune running meanwhile removed it.
+            PackFinding::Gone(p) => report
+                .notes
+                .push(format!("pack {p} was deleted while verify ran (by prune?)")),
             PackFinding::Blob(p, b, why) => {
                 f.add(ObjectKind::Pack, p, "holds damaged blobs");
                 f.add(ObjectKind::Blob, b, format!("in pack {p}: {why}"));
@@ -522,6 +532,7 @@ fn read_packs(
 
 enum PackFinding {
     Pack(Id, String),
+    Gone(Id),
     Blob(Id, Id, String),
 }
 
