@@ -926,4 +926,50 @@ mod engine_tests {
         assert_eq!(p.affected[0].snapshot, sid);
         assert_eq!(p.affected[0].paths, vec![format!("{}/f", src.display())]);
     }
+
+    #[test]
+    fn damaged_tree_names_its_directory() {
+        let t = TestRepo::new();
+        let src = t.dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/f"), b"in the subtree").unwrap();
+        let (sid, snap) = t.backup(&[&src]);
+        let index = t.repo.load_index().unwrap();
+        // Follow the source path down to the tree of `sub`.
+        let mut tree = snap.tree;
+        for c in src.join("sub").components().skip(1) {
+            let node = t.repo.load_tree(&index, &tree).unwrap();
+            tree = node.find(c.as_os_str()).unwrap().subtree.unwrap();
+        }
+        let loc = index.get(BlobType::Tree, &tree).unwrap();
+        let path = t
+            .dir
+            .path()
+            .join("repo")
+            .join(FileKind::Pack.key(&loc.pack));
+        let mut b = std::fs::read(&path).unwrap();
+        b[loc.offset as usize + 15] ^= 1;
+        std::fs::write(&path, b).unwrap();
+
+        let r = verify(&t.repo, &VerifyOptions::default(), &NoProgress).unwrap();
+        let p = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ObjectKind::Tree)
+            .expect("tree named without read-data");
+        assert_eq!(p.id, tree);
+        let want = vec![Affected {
+            snapshot: sid,
+            whole: false,
+            paths: vec![src.join("sub").display().to_string()],
+        }];
+        assert_eq!(p.affected, want);
+        let r = verify(&t.repo, &read_all(), &NoProgress).unwrap();
+        let pack = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ObjectKind::Pack)
+            .unwrap();
+        assert_eq!((pack.id, &pack.affected), (loc.pack, &want));
+    }
 }
