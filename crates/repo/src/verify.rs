@@ -14,21 +14,23 @@
 //! tree, so shared subtrees cost nothing more.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::blob::{self, BlobType};
 use crate::crypto::OVERHEAD;
 use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::{self, PackEntry, HEADER_ENTRY_LEN};
+use crate::pack::{PackEntry, HEADER_ENTRY_LEN};
 use crate::progress::Progress;
 use crate::repo::{FileKind, Repository};
-use crate::tree::NodeKind;
+
+mod packs;
+mod walk;
+
+use packs::read_packs;
+use walk::Walker;
 
 /// Which packs `--read-data` downloads.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -184,8 +186,6 @@ impl VerifyReport {
     }
 }
 
-/// Problems as they are found, merged per object; `hits` maps each bad blob
-/// or tree to the problems it belongs to, for the path mapping.
 /// A problem being gathered: its reasons, and the paths per snapshot.
 #[derive(Default)]
 struct Open {
@@ -195,6 +195,8 @@ struct Open {
     whole: bool,
 }
 
+/// Problems as they are found, merged per object; `bad` maps each bad blob
+/// or tree to the problems it belongs to, for the path mapping.
 #[derive(Default)]
 struct Findings {
     problems: BTreeMap<(ObjectKind, Id), Open>,
@@ -461,135 +463,6 @@ pub fn expected_size(entries: &[PackEntry]) -> u64 {
     blobs + (OVERHEAD + 5 + HEADER_ENTRY_LEN * entries.len()) as u64 + 4
 }
 
-/// Download packs in parallel and check each completely.
-#[allow(clippy::too_many_arguments)]
-fn read_packs(
-    repo: &Repository,
-    packs: &[Id],
-    entries: &HashMap<Id, Vec<PackEntry>>,
-    sizes: &HashMap<Id, u64>,
-    threads: usize,
-    f: &mut Findings,
-    report: &mut VerifyReport,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let total: u64 = packs.iter().map(|p| sizes[p]).sum();
-    progress.set_total(packs.len() as u64, total);
-    let bytes = AtomicU64::new(0);
-    let blobs = AtomicU64::new(0);
-    let found = Mutex::new(Vec::new());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .thread_name(|i| format!("tidemark-verify-{i}"))
-        .build()
-        .map_err(|e| RepoError::Invalid(format!("thread pool: {e}")))?;
-    let res: Result<()> = pool.install(|| {
-        packs.par_iter().try_for_each(|p| {
-            let data = match repo.get(&FileKind::Pack.key(p)) {
-                Ok(d) => d,
-                Err(RepoError::Store(e)) if e.is_not_found() => {
-                    found.lock().expect("poisoned").push(PackFinding::Gone(*p));
-                    return Ok(());
-                }
-                Err(e) if is_damage(&e) => {
-                    found
-                        .lock()
-                        .expect("poisoned")
-                        .push(PackFinding::Pack(*p, reason_about(&e, p)));
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            };
-            let n = check_pack(repo, p, &data, &entries[p]);
-            blobs.fetch_add(entries[p].len() as u64, Ordering::Relaxed);
-            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            progress.advance(1, data.len() as u64);
-            found.lock().expect("poisoned").extend(n);
-            Ok(())
-        })
-    });
-    res?;
-    report.stats.packs_read = packs.len() as u64;
-    report.stats.bytes_read = bytes.into_inner();
-    report.stats.blobs_read = blobs.into_inner();
-    for x in found.into_inner().expect("poisoned") {
-        match x {
-            PackFinding::Pack(p, why) => f.add(ObjectKind::Pack, p, why),
-            // Listed a moment ago: a prune running meanwhile removed it.
-            PackFinding::Gone(p) => report
-                .notes
-                .push(format!("pack {p} was deleted while verify ran (by prune?)")),
-            PackFinding::Blob(p, b, why) => {
-                f.add(ObjectKind::Pack, p, "holds damaged blobs");
-                f.add(ObjectKind::Blob, b, format!("in pack {p}: {why}"));
-                f.taint(b, (ObjectKind::Pack, p));
-                f.taint(b, (ObjectKind::Blob, b));
-            }
-        }
-    }
-    Ok(())
-}
-
-enum PackFinding {
-    Pack(Id, String),
-    Gone(Id),
-    Blob(Id, Id, String),
-}
-
-/// Check one downloaded pack against its name, its header and the index.
-/// Every indexed blob is checked even when the pack is known bad, so that
-/// exactly the spoiled files are named.
-fn check_pack(repo: &Repository, p: &Id, data: &[u8], indexed: &[PackEntry]) -> Vec<PackFinding> {
-    let mut out = Vec::new();
-    if Id::of_stored(data) != *p {
-        out.push(PackFinding::Pack(
-            *p,
-            "content does not match its id (altered or truncated)".into(),
-        ));
-    }
-    match pack::entries_of(repo.cipher(), data, p) {
-        Ok(header) => {
-            if header != indexed {
-                let differ = indexed.iter().filter(|e| !header.contains(e)).count();
-                out.push(PackFinding::Pack(
-                    *p,
-                    format!(
-                        "header lists {} blobs, the index {} ({} index entries not in the header)",
-                        header.len(),
-                        indexed.len(),
-                        differ
-                    ),
-                ));
-            }
-        }
-        Err(e) => out.push(PackFinding::Pack(*p, reason_about(&e, p))),
-    }
-    for e in indexed {
-        let what = || format!("blob {} in pack {p}", e.id);
-        let end = e.offset as usize + e.length as usize;
-        let Some(sealed) = data.get(e.offset as usize..end) else {
-            out.push(PackFinding::Blob(
-                *p,
-                e.id,
-                "beyond the end of the pack".into(),
-            ));
-            continue;
-        };
-        let res =
-            blob::unseal(repo.cipher(), sealed, e.flags, e.raw_len, &what).and_then(|plain| {
-                if repo.key().blob_id(&plain) == e.id {
-                    Ok(())
-                } else {
-                    Err(RepoError::corrupt(what(), "content does not match its id"))
-                }
-            });
-        if let Err(err) = res {
-            out.push(PackFinding::Blob(*p, e.id, short_reason(&err)));
-        }
-    }
-    out
-}
-
 /// An error's message without the object's id, which the report line
 /// already shows ("index X is corrupt: ..." becomes "index is corrupt: ...").
 fn reason_about(e: &RepoError, id: &Id) -> String {
@@ -605,167 +478,10 @@ fn short_reason(e: &RepoError) -> String {
     }
 }
 
-/// What the path mapping needs of one readable tree: its subdirectories,
-/// and its files that use a bad or unindexed blob. Much smaller than the
-/// tree itself, so every tree of the repository can be held at once.
-struct TreeInfo {
-    dirs: Vec<(String, Id)>,
-    hits: Vec<(String, Id)>,
-}
-
-/// Loads every distinct tree once, level by level, in parallel; checks that
-/// each loads and that every blob a file needs is indexed; then maps bad
-/// blobs and trees to paths, memoised per tree.
-struct Walker<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
-    /// Damaged index files: blobs missing from the index are charged to them.
-    index_damaged: Vec<Id>,
-    /// Every tree reached; `None` when it cannot be read.
-    trees: HashMap<Id, Option<TreeInfo>>,
-    memo: HashMap<Id, Arc<Vec<(String, Id)>>>,
-    f: &'a mut Findings,
-}
-
-impl Walker<'_> {
-    fn load(&mut self, roots: Vec<Id>) -> Result<()> {
-        let mut frontier: Vec<Id> = roots
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        while !frontier.is_empty() {
-            let (repo, index) = (self.repo, self.index);
-            let loaded: Vec<(Id, Result<crate::tree::Tree>)> =
-                crate::repo::io_pool().install(|| {
-                    frontier
-                        .par_iter()
-                        .map(|id| (*id, repo.load_tree(index, id)))
-                        .collect()
-                });
-            let current: std::collections::HashSet<Id> = frontier.iter().copied().collect();
-            let mut next = BTreeSet::new();
-            for (id, res) in loaded {
-                let tree = match res {
-                    Ok(t) => t,
-                    Err(RepoError::BlobNotFound { .. }) => {
-                        // The parent (or the snapshot) charges the tree to its path.
-                        self.missing(ObjectKind::Tree, id);
-                        self.trees.insert(id, None);
-                        continue;
-                    }
-                    Err(e) if is_damage(&e) => {
-                        // A damaged pack may already taint it; still name the tree.
-                        self.f.add(ObjectKind::Tree, id, short_reason(&e));
-                        self.f.taint(id, (ObjectKind::Tree, id));
-                        self.trees.insert(id, None);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let mut info = TreeInfo {
-                    dirs: Vec::new(),
-                    hits: Vec::new(),
-                };
-                for n in tree.nodes {
-                    match n.kind {
-                        NodeKind::File => {
-                            for b in &n.content {
-                                if !self.f.bad.contains_key(b)
-                                    && self.index.get(BlobType::Data, b).is_none()
-                                {
-                                    self.missing(ObjectKind::Blob, *b);
-                                }
-                                if self.f.bad.contains_key(b) {
-                                    info.hits.push((n.name.clone(), *b));
-                                }
-                            }
-                        }
-                        NodeKind::Dir => {
-                            if let Some(sub) = n.subtree {
-                                // Guards against cycles in a corrupt repository too.
-                                if !self.trees.contains_key(&sub) && !current.contains(&sub) {
-                                    next.insert(sub);
-                                }
-                                info.dirs.push((n.name.clone(), sub));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                self.trees.insert(id, Some(info));
-            }
-            frontier = next
-                .into_iter()
-                .filter(|id| !self.trees.contains_key(id))
-                .collect();
-        }
-        Ok(())
-    }
-
-    /// Hits under the tree `id` found at `path` (the tree's own path, "/"
-    /// for a root), with absolute paths.
-    fn subtree(&mut self, id: &Id, path: &str) -> Vec<(String, Id)> {
-        let mut out = Vec::new();
-        if self.f.bad.contains_key(id) {
-            out.push((path.to_string(), *id));
-        }
-        let rel = self.tree_hits(id);
-        let prefix = if path.ends_with('/') {
-            path.to_string()
-        } else {
-            format!("{path}/")
-        };
-        out.extend(rel.iter().map(|(p, b)| (format!("{prefix}{p}"), *b)));
-        out
-    }
-
-    /// Hits under tree `id`, relative to it.
-    fn tree_hits(&mut self, id: &Id) -> Arc<Vec<(String, Id)>> {
-        if let Some(h) = self.memo.get(id) {
-            return h.clone();
-        }
-        // Guards against cycles in a corrupt repository.
-        self.memo.insert(*id, Arc::new(Vec::new()));
-        let mut hits = Vec::new();
-        let (dirs, own) = match self.trees.get(id) {
-            Some(Some(info)) => (info.dirs.clone(), info.hits.clone()),
-            _ => (Vec::new(), Vec::new()),
-        };
-        hits.extend(own);
-        for (name, sub) in dirs {
-            if self.f.bad.contains_key(&sub) {
-                hits.push((name.clone(), sub));
-            }
-            let rel = self.tree_hits(&sub);
-            hits.extend(rel.iter().map(|(p, b)| (format!("{name}/{p}"), *b)));
-        }
-        let hits = Arc::new(hits);
-        self.memo.insert(*id, hits.clone());
-        hits
-    }
-
-    /// A blob or tree not in the index: charged to the damaged index files
-    /// when there are any (they most likely listed it), else named itself.
-    fn missing(&mut self, kind: ObjectKind, id: Id) {
-        if self.index_damaged.is_empty() {
-            self.f.add(
-                kind,
-                id,
-                "not in the index (its pack is missing or was never indexed)",
-            );
-            self.f.taint(id, (kind, id));
-        } else {
-            for i in self.index_damaged.clone() {
-                self.f.taint(id, (ObjectKind::Index, i));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blob::BlobType;
 
     #[test]
     fn subset_specs_parse_and_reject() {
@@ -826,6 +542,7 @@ mod tests {
 #[cfg(test)]
 mod engine_tests {
     use super::*;
+    use crate::blob::BlobType;
     use crate::progress::NoProgress;
     use crate::walk::tests::{random_bytes, TestRepo};
 
