@@ -12,6 +12,10 @@
 //! knows which blobs are bad); the tree walk then visits each distinct tree
 //! once and maps each bad blob or tree to the paths that use it, memoised per
 //! tree, so shared subtrees cost nothing more.
+//!
+//! Parts: this file gathers the findings and runs the structure check;
+//! `packs` downloads and checks packs; `walk` loads the trees and maps
+//! damage to snapshots and paths.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
