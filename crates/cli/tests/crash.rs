@@ -63,8 +63,16 @@ enum Moment {
 fn kill_backup_at(repo: &Repo, repo_dir: &Path, src: &Path, logs: &Path, moment: Moment) {
     let packs_before = objects(&repo_dir.join("data")).len();
     let index_before = objects(&repo_dir.join("index")).len();
+    // Throttled uploads (20 MiB/s) keep the backup running for seconds,
+    // whatever the machine's speed, so every kill moment is reached.
     let mut child = repo.spawn(
-        ["backup".as_ref(), "--json".as_ref(), src.as_os_str()],
+        [
+            "backup".as_ref(),
+            "--json".as_ref(),
+            "--limit-upload".as_ref(),
+            "20480".as_ref(),
+            src.as_os_str(),
+        ],
         logs,
         &format!("{moment:?}"),
     );
