@@ -80,8 +80,7 @@ struct Shared {
 
 impl Shared {
     fn write(&self, info: &LockInfo) -> Result<Id> {
-        let z = zstd::bulk::compress(&serde_json::to_vec(info).expect("lock serialises"), 3).expect("zstd");
-        let bytes = self.cipher.seal(&z);
+        let bytes = crate::repo::seal_metadata(&self.cipher, &serde_json::to_vec(info).expect("lock serialises"));
         let id = Id::of_stored(&bytes);
         self.rt
             .block_on(self.store.put(&FileKind::Lock.key(&id), bytes::Bytes::from(bytes)))?;

@@ -239,8 +239,7 @@ impl IndexSealer {
 
     async fn store(&self, store: &tidemark_store::DynStore, packs: Vec<IndexPack>) -> Result<Id> {
         let f = IndexFile { packs, obsolete: Vec::new() };
-        let z = zstd::bulk::compress(&f.encode(), 3).expect("zstd compresses in memory");
-        let bytes = self.cipher.seal(&z);
+        let bytes = crate::repo::seal_metadata(&self.cipher, &f.encode());
         let id = Id::of_stored(&bytes);
         store.put(&FileKind::Index.key(&id), Bytes::from(bytes)).await?;
         Ok(id)

@@ -204,8 +204,7 @@ impl Repository {
     }
 
     pub fn seal_file(&self, plain: &[u8]) -> Vec<u8> {
-        let z = zstd::bulk::compress(plain, 3).expect("zstd compresses in memory");
-        self.cipher.seal(&z)
+        seal_metadata(&self.cipher, plain)
     }
 
     /// Load, check against its id, decrypt and decompress a metadata file.
@@ -381,6 +380,13 @@ impl Repository {
         self.delete_file(FileKind::Key, &id)?;
         Ok(id)
     }
+}
+
+/// The stored form of every metadata file (index, snapshot, lock):
+/// `seal(zstd(plain))`. One place, so the format has one definition.
+pub fn seal_metadata(cipher: &Cipher, plain: &[u8]) -> Vec<u8> {
+    let z = zstd::bulk::compress(plain, 3).expect("zstd compresses in memory");
+    cipher.seal(&z)
 }
 
 /// The id at the end of a storage key, if it is one of ours.
