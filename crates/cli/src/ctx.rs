@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tidemark_repo::config::RepoConfig;
-use tidemark_repo::repo::CONFIG_KEY;
 use tidemark_repo::{RepoError, Repository};
-use tidemark_store::{DynStore, Location, OpenOptions, StoreError};
+use tidemark_store::{DynStore, Location, OpenOptions};
 
 pub const EXIT_INCOMPLETE: i32 = 3;
 
@@ -93,20 +91,7 @@ impl Global {
     /// target has its own).
     pub fn open_with(&self, password: &str) -> Result<Repository> {
         let loc = self.location()?;
-        let store = loc.open(&self.open_options(None))?;
-        let rt = runtime();
-        let config = match rt.block_on(store.get(CONFIG_KEY)) {
-            Ok(b) => RepoConfig::from_bytes(&b)?,
-            Err(StoreError::NotFound { .. }) => {
-                return Err(RepoError::NotARepository { location: store.describe() }.into())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let store = match config.object_lock_days {
-            Some(d) => loc.open(&self.open_options(Some(d)))?,
-            None => store,
-        };
-        Ok(Repository::open(store, rt.handle().clone(), password.as_bytes())?)
+        Ok(tidemark_repo::repo::open_location(&loc, &self.open_options(None), runtime().handle().clone(), password.as_bytes())?)
     }
 
     pub fn progress(&self) -> Arc<crate::progress::CliProgress> {

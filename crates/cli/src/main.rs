@@ -55,6 +55,11 @@ enum Command {
     Forget(commands::forget::Args),
     /// Free the space of data no snapshot needs (safe beside running backups)
     Prune(commands::prune::Args),
+    /// Run beside one Cassandra node: cut, upload and restore its data on the coordinator's request
+    Agent(commands::agent::Args),
+    /// Cluster backups: backup, list, restore, verify (see README)
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
     /// Measure the in-memory ceiling: chunk + hash + compress + encrypt
     BenchCeiling(commands::bench_ceiling::Args),
 }
@@ -77,6 +82,8 @@ fn main() {
         Command::Repair(a) => commands::repair::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
+        Command::Agent(a) => commands::agent::run(&cli.global, a),
+        Command::Cluster(a) => commands::cluster::run(&cli.global, a),
         Command::BenchCeiling(a) => commands::bench_ceiling::run(&cli.global, a),
     };
     match result {

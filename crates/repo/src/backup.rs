@@ -54,8 +54,10 @@ pub struct BackupOptions {
     /// Host name recorded in the snapshot (default: this machine's).
     pub hostname: Option<String>,
     pub parent: ParentChoice,
-    /// Worker threads (default: the number of cores).
+    /// Worker threads (default: three per core).
     pub threads: Option<usize>,
+    /// Match unchanged files without their ctime (see `Node::same_file_as`).
+    pub ignore_ctime: bool,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) 
         progress,
         names: Names::default(),
         seed: repo.key().chunker_seed(),
+        ignore_ctime: opts.ignore_ctime,
         errors: Mutex::new(Vec::new()),
         hardlinks: Mutex::new(HashMap::new()),
         c: Counters::default(),
@@ -241,6 +244,7 @@ struct Archiver<'a> {
     progress: &'a dyn Progress,
     names: Names,
     seed: u64,
+    ignore_ctime: bool,
     errors: Mutex<Vec<(PathBuf, String)>>,
     /// Content of multiply-linked files already read, by (device, inode).
     hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
@@ -383,7 +387,7 @@ impl<'a> Archiver<'a> {
         if let Some(p) = parent {
             // Unchanged since the parent snapshot, and every chunk still
             // stored: reuse the chunk list without reading the file.
-            if p.same_file_as(node) && p.content.iter().all(|id| self.packer.known(BlobType::Data, id)) {
+            if p.same_file_as(node, self.ignore_ctime) && p.content.iter().all(|id| self.packer.known(BlobType::Data, id)) {
                 node.content = p.content.clone();
                 self.c.files_unmodified.fetch_add(1, Ordering::Relaxed);
                 self.progress.advance(1, node.size);

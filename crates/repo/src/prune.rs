@@ -618,7 +618,7 @@ fn extend_retention(
         .filter(|(id, m)| matches!(fates.get(id), Some(Fate::Keep | Fate::Recover)) && needs(m))
         .map(|(_, m)| m.key.clone())
         .collect();
-    for kind in [FileKind::Index, FileKind::Snapshot, FileKind::Key] {
+    for kind in [FileKind::Index, FileKind::Snapshot, FileKind::Key, FileKind::Catalog] {
         keys.extend(
             repo.list(kind)?
                 .into_iter()

@@ -29,6 +29,8 @@ pub enum FileKind {
     Snapshot,
     Key,
     Lock,
+    /// Cluster backup manifests (the catalog that lives with the data).
+    Catalog,
 }
 
 impl FileKind {
@@ -39,6 +41,7 @@ impl FileKind {
             FileKind::Snapshot => "snapshots/",
             FileKind::Key => "keys/",
             FileKind::Lock => "locks/",
+            FileKind::Catalog => "catalog/",
         }
     }
 
@@ -49,6 +52,7 @@ impl FileKind {
             FileKind::Snapshot => "snapshot",
             FileKind::Key => "key",
             FileKind::Lock => "lock",
+            FileKind::Catalog => "cluster manifest",
         }
     }
 
@@ -412,3 +416,26 @@ pub fn io_pool() -> &'static rayon::ThreadPool {
 }
 
 pub type SharedRepo = Arc<Repository>;
+
+/// Opens the repository at `loc`: reads its config first so that, when it asks
+/// for Object Lock, every later write carries the retention.
+pub fn open_location(
+    loc: &tidemark_store::Location,
+    opts: &tidemark_store::OpenOptions,
+    rt: Handle,
+    password: &[u8],
+) -> Result<Repository> {
+    let store = loc.open(opts)?;
+    let config = match rt.block_on(store.get(CONFIG_KEY)) {
+        Ok(b) => crate::config::RepoConfig::from_bytes(&b)?,
+        Err(tidemark_store::StoreError::NotFound { .. }) => {
+            return Err(RepoError::NotARepository { location: store.describe() })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let store = match config.object_lock_days {
+        Some(d) => loc.open(&tidemark_store::OpenOptions { lock_days: Some(d), ..opts.clone() })?,
+        None => store,
+    };
+    Repository::open(store, rt, password)
+}

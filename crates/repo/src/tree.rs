@@ -104,12 +104,15 @@ impl Node {
 
     /// Whether the file content is surely unchanged since `self` was
     /// recorded: the incremental-backup test (path is matched by the caller).
-    pub fn same_file_as(&self, now: &Node) -> bool {
+    /// `ignore_ctime`: a new hard link changes a file's ctime but not its
+    /// content; immutable files reached through fresh links (Cassandra
+    /// snapshots) are matched on the rest.
+    pub fn same_file_as(&self, now: &Node, ignore_ctime: bool) -> bool {
         self.kind == NodeKind::File
             && now.kind == NodeKind::File
             && self.size == now.size
             && self.mtime_ns == now.mtime_ns
-            && self.ctime_ns == now.ctime_ns
+            && (ignore_ctime || self.ctime_ns == now.ctime_ns)
             && self.inode == now.inode
             && self.device == now.device
     }

@@ -25,6 +25,10 @@ pub struct Args {
     /// Worker threads (default: three per core, to overlap reads and CPU work)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Treat a file whose size, mtime and inode match the parent's as
+    /// unchanged even if its ctime moved (new hard links to immutable files)
+    #[arg(long)]
+    pub ignore_ctime: bool,
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
@@ -40,7 +44,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ParentChoice::Auto
     };
     let progress = g.progress();
-    let opts = BackupOptions { paths: a.paths, tags: a.tags, hostname: a.host, parent, threads: a.threads };
+    let opts = BackupOptions { paths: a.paths, tags: a.tags, hostname: a.host, parent, threads: a.threads, ignore_ctime: a.ignore_ctime };
     let out = backup(&repo, &opts, progress.as_ref());
     progress.finish();
     let out = out?;

@@ -1,7 +1,9 @@
 //! One module per command: `Args` (clap) and `run(global, args) -> exit code`.
 
+pub mod agent;
 pub mod backup;
 pub mod bench_ceiling;
+pub mod cluster;
 pub mod copy;
 pub mod diff;
 pub mod forget;
