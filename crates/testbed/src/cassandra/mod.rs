@@ -25,7 +25,7 @@ use crate::root::Root;
 use crate::{cache, net, wait};
 
 pub use config::{initial_tokens, split_tokens};
-pub use tools::{nodetool, nodetool_ok, sstableloader, up_normal_count};
+pub use tools::{nodetool, nodetool_ok, sstableloader, up_normal_count, write_tool_scripts};
 
 pub const VERSION: &str = "5.0.9";
 const JAMM_JAR: &str = "jamm-0.4.0.jar";

@@ -70,3 +70,42 @@ fn tools_logback(info: &Info) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// The node's own tool commands as wrapper scripts, what an operator has on
+/// a real node: `<node>/bin/nodetool` (JMX host and port built in) and
+/// `<node>/bin/sstableloader` (native and storage ports built in, no `-d`).
+/// Returns their paths (nodetool, sstableloader).
+pub fn write_tool_scripts(info: &Info, n: usize) -> Result<(PathBuf, PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let node = info.node(n)?;
+    let bin = config::node_dir(node).join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    let quote = |args: &[String]| -> String {
+        args.iter()
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let logback = tools_logback(info)?;
+    let nodetool = format!(
+        "#!/bin/sh\n# nodetool of testbed node {n} ({})\nexec java {} org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p {} \"$@\"\n",
+        node.address,
+        quote(&config::tool_jvm_args(info, &logback, false)),
+        node.jmx_port
+    );
+    let loader = format!(
+        "#!/bin/sh\n# sstableloader for testbed cluster {}\nexec java {} org.apache.cassandra.tools.BulkLoader -p {} -sp {} \"$@\"\n",
+        info.name,
+        quote(&config::tool_jvm_args(info, &logback, true)),
+        info.native_port,
+        info.storage_port
+    );
+    let mut out = Vec::new();
+    for (name, text) in [("nodetool", nodetool), ("sstableloader", loader)] {
+        let path = bin.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        out.push(path);
+    }
+    Ok((out.remove(0), out.remove(0)))
+}
