@@ -104,6 +104,18 @@ pub struct SstableFile {
     pub content: String,
 }
 
+/// [`SstableFile::content`] of a file stored as `chunks` (its chunk ids in
+/// order): keyed BLAKE3 (the repository's blob-id key) over the concatenated
+/// ids, hex. The agent computes it at upload, verify recomputes it from the
+/// repository's tree: equal values mean the same bytes, without reading them.
+pub fn file_content(key: &tidemark_repo::crypto::MasterKey, chunks: &[Id]) -> String {
+    let mut ids = Vec::with_capacity(chunks.len() * 32);
+    for c in chunks {
+        ids.extend_from_slice(&c.0);
+    }
+    key.blob_id(&ids).to_hex()
+}
+
 /// POST /v1/clear: remove snapshot `tag` from the node and the agent's staging.
 /// Idempotent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
