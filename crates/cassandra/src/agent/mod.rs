@@ -1,0 +1,265 @@
+//! `tidemark agent`: runs beside one Cassandra node and moves that node's
+//! SSTables straight between its disks and the repository, on the
+//! coordinator's word (see [`crate::api`]).
+//!
+//! - this module: start-up (token, passphrase, repository, listener), the
+//!   routes, status, snapshot and clear, and the one-operation-at-a-time rule;
+//! - `view`: the snapshot's files found on disk and staged by hard link;
+//! - `upload`: a node snapshot into the repository, with per-table file lists;
+//! - `restore`: tables back from the repository, by `nodetool import` or
+//!   sstableloader.
+//!
+//! Long operations (snapshot, upload, clear, import, load) run one at a time:
+//! another one meanwhile gets 409 naming what runs. Each runs in its own task
+//! that holds the busy mark until it really ends, so a caller that hangs up
+//! does not free the agent while its work is still going on. The repository
+//! engine is synchronous and blocks on the runtime for storage I/O: it runs
+//! only on blocking threads.
+
+mod restore;
+mod upload;
+mod view;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use tidemark_cluster::auth::Token;
+use tidemark_cluster::server::{ApiError, ApiResult};
+use tidemark_repo::Repository;
+use tidemark_store::OpenOptions;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AgentStatus, ClearReply, ClearRequest, SnapshotReply, SnapshotRequest};
+use crate::config::AgentConfig;
+use crate::error::{CassandraError, Result};
+use crate::nodetool::Nodetool;
+
+pub use view::valid_tag;
+
+/// A started agent: repository open, listener bound, not yet serving.
+pub struct Agent {
+    listener: TcpListener,
+    token: Token,
+    shared: Arc<Shared>,
+}
+
+/// What every handler sees.
+struct Shared {
+    config: AgentConfig,
+    repo: Arc<Repository>,
+    nodetool: Nodetool,
+    /// The long operation running now.
+    busy: Mutex<Option<String>>,
+}
+
+/// Holds the busy mark; dropping it frees the agent.
+struct BusyGuard(Arc<Shared>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Shared {
+    fn try_begin(self: &Arc<Self>, what: String) -> std::result::Result<BusyGuard, ApiError> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = busy.as_ref() {
+            return Err(ApiError::conflict(format!(
+                "agent for {} is busy: {running} is running",
+                self.config.node_address
+            )));
+        }
+        *busy = Some(what);
+        Ok(BusyGuard(self.clone()))
+    }
+
+    fn work_dir(&self) -> Result<PathBuf> {
+        tidemark_repo::backup::clean_path(&self.config.work_dir).map_err(Into::into)
+    }
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Agent::start(config).await?.serve(shutdown).await
+}
+
+impl Agent {
+    /// Reads the secrets, opens the repository and binds the listener.
+    pub async fn start(config: AgentConfig) -> Result<Agent> {
+        let token = config.token()?;
+        let password = read_secret(&config.password_file)?;
+        let location = config.location();
+        let opts = OpenOptions {
+            limit_upload: config.limits.upload_kib_per_sec.map(|k| k * 1024),
+            limit_download: config.limits.download_kib_per_sec.map(|k| k * 1024),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Handle::current();
+        let repo = tokio::task::spawn_blocking(move || {
+            tidemark_repo::repo::open_location(&location, &opts, rt, password.as_bytes())
+        })
+        .await
+        .map_err(|e| CassandraError::Invalid(format!("opening the repository: {e}")))??;
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|e| CassandraError::io(&config.work_dir, e))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| CassandraError::io(format!("listen {}", config.listen), e))?;
+        let nodetool = Nodetool::new(config.nodetool.clone(), config.node_address.to_string());
+        let shared = Arc::new(Shared {
+            config,
+            repo: Arc::new(repo),
+            nodetool,
+            busy: Mutex::new(None),
+        });
+        Ok(Agent {
+            listener,
+            token,
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| CassandraError::io("listener", e))
+    }
+
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let routes = Router::new()
+            .route(api::STATUS, get(status))
+            .route(api::SNAPSHOT, post(snapshot))
+            .route(api::UPLOAD, post(upload::handler))
+            .route(api::CLEAR, post(clear))
+            .route(api::IMPORT, post(restore::import_handler))
+            .route(api::LOAD, post(restore::load_handler))
+            .with_state(self.shared);
+        tidemark_cluster::server::serve(self.listener, self.token, routes, shutdown)
+            .await
+            .map_err(|e| CassandraError::io("agent API", e))
+    }
+}
+
+/// First line of a secret file.
+fn read_secret(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| CassandraError::io(path, e))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(CassandraError::Invalid(format!(
+            "password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(line)
+}
+
+/// The API's view of an error: bad input is the caller's (400), the rest ours.
+fn api_error(e: CassandraError) -> ApiError {
+    match e {
+        CassandraError::Invalid(m) => ApiError::bad_request(m),
+        CassandraError::Node { .. } => ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: e.to_string(),
+        },
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// Runs `work` as a long operation: 409 if another runs; the busy mark is
+/// held by the spawned task until `work` ends, even if the caller hangs up.
+async fn exclusive<T, F>(shared: &Arc<Shared>, what: String, work: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    let guard = shared.try_begin(what.clone())?;
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        work.await
+    });
+    match task.await {
+        Ok(Ok(v)) => Ok(Json(v)),
+        Ok(Err(e)) => {
+            tracing::warn!(operation = %what, error = %e, "operation failed");
+            Err(api_error(e))
+        }
+        Err(e) => Err(ApiError::internal(format!("{what} ended abnormally: {e}"))),
+    }
+}
+
+/// Runs synchronous (engine, file system) work on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CassandraError::Invalid(format!("blocking task ended abnormally: {e}")))?
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<AgentStatus> {
+    let busy = shared
+        .busy
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (ring, tags) = tokio::join!(shared.nodetool.status(), shared.nodetool.list_snapshots());
+    Ok(Json(AgentStatus {
+        node_address: shared.config.node_address,
+        repository_id: shared.repo.config.id.to_hex(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        busy,
+        ring: ring.map_err(api_error)?,
+        snapshot_tags: tags.map_err(api_error)?,
+    }))
+}
+
+async fn snapshot(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<SnapshotRequest>,
+) -> ApiResult<SnapshotReply> {
+    valid_tag(&req.tag).map_err(api_error)?;
+    let s = shared.clone();
+    exclusive(&shared, format!("snapshot {}", req.tag), async move {
+        // nodetool snapshot flushes memtables first (no --skip-flush), over
+        // every keyspace when none is named.
+        s.nodetool.run(&["snapshot", "-t", &req.tag]).await?;
+        let cut_at = Utc::now();
+        let data_dirs = s.config.data_dirs.clone();
+        let tag = req.tag.clone();
+        let tables = blocking(move || view::find_snapshot(&data_dirs, &tag))
+            .await?
+            .len();
+        Ok(SnapshotReply { cut_at, tables })
+    })
+    .await
+}
+
+async fn clear(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<ClearRequest>,
+) -> ApiResult<ClearReply> {
+    valid_tag(&req.tag).map_err(api_error)?;
+    let s = shared.clone();
+    exclusive(&shared, format!("clear {}", req.tag), async move {
+        let data_dirs = s.config.data_dirs.clone();
+        let tag = req.tag.clone();
+        let work = s.work_dir()?;
+        let had = blocking(move || {
+            let had = !view::find_snapshot(&data_dirs, &tag)?.is_empty();
+            Ok(view::remove_view(&work)? || had)
+        })
+        .await?;
+        s.nodetool.run(&["clearsnapshot", "-t", &req.tag]).await?;
+        Ok(ClearReply { cleared: had })
+    })
+    .await
+}
