@@ -39,6 +39,7 @@
 
 pub mod cache;
 pub mod cassandra;
+pub mod cql;
 pub mod etcd;
 pub mod fixture;
 pub mod fresh;
