@@ -41,7 +41,8 @@ use crate::config::AgentConfig;
 use crate::error::{CassandraError, Result};
 use crate::nodetool::Nodetool;
 
-pub use view::valid_tag;
+pub use upload::{content_id, hostname, STORE_TAG};
+pub use view::{is_sstable_component, valid_tag};
 
 /// A started agent: repository open, listener bound, not yet serving.
 pub struct Agent {
@@ -206,12 +207,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<AgentStatus> {
+    let (ring, tags) = tokio::join!(shared.nodetool.status(), shared.nodetool.list_snapshots());
+    // Read last: nodetool takes a second or two, the reply says what runs now.
     let busy = shared
         .busy
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let (ring, tags) = tokio::join!(shared.nodetool.status(), shared.nodetool.list_snapshots());
     Ok(Json(AgentStatus {
         node_address: shared.config.node_address,
         repository_id: shared.repo.config.id.to_hex(),

@@ -29,6 +29,7 @@ use tidemark_repo::restore::RestoreOptions;
 use tidemark_repo::Id;
 use tokio::process::Command;
 
+use super::view::is_sstable_component;
 use super::{api_error, blocking, exclusive, Shared};
 use crate::api::{ImportReply, ImportRequest, LoadReply, LoadRequest, TableTarget};
 use crate::error::{CassandraError, Result};
@@ -65,7 +66,7 @@ pub(super) async fn load_handler(
             "load: no snapshot given".into(),
         )));
     }
-    let has_d = s_has_nodes(&shared.config.sstableloader);
+    let has_d = names_nodes(&shared.config.sstableloader);
     if req.targets.is_empty() && !has_d {
         return Err(api_error(CassandraError::Invalid(
             "load: no target node given".into(),
@@ -117,7 +118,7 @@ fn check_tables(tables: &[TableTarget]) -> Result<()> {
     Ok(())
 }
 
-fn s_has_nodes(argv: &[String]) -> bool {
+fn names_nodes(argv: &[String]) -> bool {
     argv.iter()
         .any(|a| a == "-d" || a == "--nodes" || a.starts_with("--nodes="))
 }
@@ -198,36 +199,24 @@ async fn fetch(
     .await
 }
 
-/// Whether a file name is an SSTable component (`<version>-<id>-<format>-<Component>`,
-/// e.g. `nb-1-big-Data.db`, `da-3gxs_0s1c_2q9gw2f0p3v0lmxg7b-bti-Partitions.db`).
-/// Snapshot extras (`manifest.json`, `schema.cql`) are not.
-pub fn is_sstable_component(name: &str) -> bool {
-    let parts: Vec<&str> = name.splitn(4, '-').collect();
-    parts.len() == 4
-        && parts[0].len() == 2
-        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && !parts[1].is_empty()
-        && matches!(parts[2], "big" | "bti")
-        && !parts[3].is_empty()
-}
-
-/// Removes everything in `dir` that is not an SSTable component (snapshot
-/// extras; secondary index sub-dirs, which Cassandra rebuilds on import);
-/// returns (files, bytes) of what stays.
-fn keep_sstables(dir: &Path) -> Result<(u64, u64)> {
+/// Hard-links the SSTable components of `fetched` into `dest` (created):
+/// snapshot extras (manifest.json, schema.cql) and secondary index sub-dirs
+/// (Cassandra rebuilds indexes on import and load) stay behind. A link, not
+/// a move, so two targets fetched from the same source dir (a table restored
+/// under two names) each get all files. Returns (files, bytes) linked.
+fn link_sstables(fetched: &Path, dest: &Path) -> Result<(u64, u64)> {
+    std::fs::create_dir_all(dest).map_err(|e| CassandraError::io(dest, e))?;
     let (mut files, mut bytes) = (0, 0);
-    for entry in std::fs::read_dir(dir).map_err(|e| CassandraError::io(dir, e))? {
-        let entry = entry.map_err(|e| CassandraError::io(dir, e))?;
+    for entry in std::fs::read_dir(fetched).map_err(|e| CassandraError::io(fetched, e))? {
+        let entry = entry.map_err(|e| CassandraError::io(fetched, e))?;
         let path = entry.path();
         let meta = entry.metadata().map_err(|e| CassandraError::io(&path, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if meta.is_file() && is_sstable_component(&name) {
+        let name = entry.file_name();
+        if meta.is_file() && is_sstable_component(&name.to_string_lossy()) {
+            let to = dest.join(&name);
+            std::fs::hard_link(&path, &to).map_err(|e| CassandraError::io(&to, e))?;
             files += 1;
             bytes += meta.len();
-        } else if meta.is_dir() {
-            std::fs::remove_dir_all(&path).map_err(|e| CassandraError::io(&path, e))?;
-        } else {
-            std::fs::remove_file(&path).map_err(|e| CassandraError::io(&path, e))?;
         }
     }
     Ok((files, bytes))
@@ -249,11 +238,17 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 async fn import(s: &Arc<Shared>, req: &ImportRequest, staging: &Path) -> Result<ImportReply> {
-    let dirs = fetch(s, req.snapshot, &req.tables, staging).await?;
+    let fetched = fetch(s, req.snapshot, &req.tables, &staging.join("fetch")).await?;
     let mut reply = ImportReply::default();
-    for (t, dir) in req.tables.iter().zip(dirs) {
+    for (i, (t, from)) in req.tables.iter().zip(fetched).enumerate() {
+        // Cassandra takes keyspace and table of an SSTable from its path:
+        // files in any other dir are "not new SSTables" and silently skipped.
+        let dir = staging
+            .join(format!("import-{i}"))
+            .join(&t.keyspace)
+            .join(&t.table);
         let d = dir.clone();
-        let (files, bytes) = blocking(move || keep_sstables(&d)).await?;
+        let (files, bytes) = blocking(move || link_sstables(&from, &d)).await?;
         if files == 0 {
             continue;
         }
@@ -286,32 +281,30 @@ async fn import(s: &Arc<Shared>, req: &ImportRequest, staging: &Path) -> Result<
 async fn load(s: &Arc<Shared>, req: &LoadRequest, staging: &Path) -> Result<LoadReply> {
     let mut reply = LoadReply::default();
     for (n, snapshot) in req.snapshots.iter().enumerate() {
-        let fetched = staging.join(format!("fetch-{n}"));
-        let dirs = fetch(s, *snapshot, &req.tables, &fetched).await?;
-        for (i, (t, dir)) in req.tables.iter().zip(dirs).enumerate() {
+        let fetch_dir = staging.join(format!("fetch-{n}"));
+        let fetched = fetch(s, *snapshot, &req.tables, &fetch_dir).await?;
+        for (i, (t, from)) in req.tables.iter().zip(fetched).enumerate() {
             // sstableloader takes keyspace and table from the last two path
             // components.
-            let dest = staging
+            let dir = staging
                 .join(format!("load-{n}-{i}"))
                 .join(&t.keyspace)
                 .join(&t.table);
-            let d = dest.clone();
-            let (files, bytes) = blocking(move || {
-                let parent = d.parent().expect("has parent");
-                std::fs::create_dir_all(parent).map_err(|e| CassandraError::io(parent, e))?;
-                std::fs::rename(&dir, &d).map_err(|e| CassandraError::io(&d, e))?;
-                keep_sstables(&d)
-            })
-            .await?;
+            let d = dir.clone();
+            let (files, bytes) = blocking(move || link_sstables(&from, &d)).await?;
             if files == 0 {
                 continue;
             }
-            let streamed = sstableloader(s, &req.targets, &dest).await?;
+            let streamed = sstableloader(s, &req.targets, &dir).await?;
             reply.files += files;
             reply.bytes_read += bytes;
-            reply.bytes_streamed += streamed.unwrap_or(0);
+            reply.bytes_streamed += streamed.unwrap_or_else(|| {
+                tracing::warn!(dir = %dir.display(), "sstableloader printed no summary; bytes streamed not counted");
+                0
+            });
+            remove_dir(dir).await?;
         }
-        remove_dir(fetched).await?;
+        remove_dir(fetch_dir).await?;
     }
     Ok(reply)
 }
@@ -329,7 +322,7 @@ async fn sstableloader(s: &Shared, targets: &[IpAddr], dir: &Path) -> Result<Opt
         .ok_or_else(|| fail("empty command line".into()))?;
     let mut cmd = Command::new(program);
     cmd.args(pre);
-    if !s_has_nodes(argv) {
+    if !names_nodes(argv) {
         let hosts: Vec<String> = targets.iter().map(|a| a.to_string()).collect();
         cmd.args(["-d", &hosts.join(",")]);
     }
@@ -387,23 +380,52 @@ pub fn parse_loader_bytes(out: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The end of sstableloader's output (Cassandra 5.0.9, a 45 KB table
+    /// streamed to three replicas).
+    const LOADER_OUT: &str =
+        "progress: [/127.0.66.1:34977]0:5/5 100% [/127.0.66.2:34977]0:5/5 100% \
+[/127.0.66.3:34977]0:5/5 100% total: 100% 0.000B/s (avg: 17.509KiB/s)
+
+Summary statistics: 
+   Connections per host    : 1         
+   Total files transferred : 15        
+   Total bytes transferred : 129.296KiB
+   Total duration          : 7389 ms   
+   Average transfer rate   : 17.498KiB/s
+   Peak transfer rate      : 17.991KiB/s
+
+";
+
     #[test]
-    fn sstable_components_are_told_from_snapshot_extras() {
-        for yes in [
-            "nb-1-big-Data.db",
-            "nb-12-big-TOC.txt",
-            "da-3gxs_0s1c_2q9gw2f0p3v0lmxg7b-bti-Partitions.db",
+    fn loader_summary_gives_bytes_sent() {
+        assert_eq!(parse_loader_bytes(LOADER_OUT), Some(132399));
+        assert_eq!(
+            parse_loader_bytes("   Total bytes transferred : 12.000MiB\n"),
+            Some(12 << 20)
+        );
+        assert_eq!(
+            parse_loader_bytes("   Total bytes transferred : 17B\n"),
+            Some(17)
+        );
+        assert_eq!(parse_loader_bytes("progress: ... total: 100%"), None);
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let t = |ks: &str, table: &str, dir: &str| TableTarget {
+            source_dir: dir.into(),
+            keyspace: ks.into(),
+            table: table.into(),
+        };
+        check_tables(&[t("ks", "t_1", "/w/view/data/ks/t-1")]).unwrap();
+        assert!(check_tables(&[]).is_err());
+        for bad in [
+            t("k s", "t", "/d"),
+            t("ks", "t;x", "/d"),
+            t("ks", "t", "rel/dir"),
+            t("ks", "t", "/a/../b"),
         ] {
-            assert!(is_sstable_component(yes), "{yes}");
-        }
-        for no in [
-            "manifest.json",
-            "schema.cql",
-            "nb-1-big",
-            "backups",
-            ".t_idx",
-        ] {
-            assert!(!is_sstable_component(no), "{no}");
+            assert!(check_tables(&[bad]).is_err());
         }
     }
 }

@@ -95,13 +95,26 @@ pub fn find_snapshot(data_dirs: &[PathBuf], tag: &str) -> Result<Vec<TableSnapsh
     Ok(found)
 }
 
+/// Whether a file name is an SSTable component (`<version>-<id>-<format>-<Component>`,
+/// e.g. `nb-1-big-Data.db`, `da-3gxs_0s1c_2q9gw2f0p3v0lmxg7b-bti-Partitions.db`).
+/// Snapshot extras (`manifest.json`, `schema.cql`) are not.
+pub fn is_sstable_component(name: &str) -> bool {
+    let parts: Vec<&str> = name.splitn(4, '-').collect();
+    parts.len() == 4
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && !parts[1].is_empty()
+        && matches!(parts[2], "big" | "bti")
+        && !parts[3].is_empty()
+}
+
 /// `<work>/view`
 pub fn view_dir(work: &Path) -> PathBuf {
     work.join("view")
 }
 
 /// Removes the view (left by a finished or a crashed run). Only hard links
-/// and a copied cassandra.yaml live there: the node's files are untouched.
+/// and a link to the kept cassandra.yaml copy live there: the node's files are untouched.
 /// Returns whether there was one.
 pub fn remove_view(work: &Path) -> Result<bool> {
     let v = view_dir(work);
@@ -112,9 +125,13 @@ pub fn remove_view(work: &Path) -> Result<bool> {
     }
 }
 
-/// Stages the view: every table's snapshot files hard-linked into
+/// Stages the view: every table's SSTable components hard-linked into
 /// `view/data/<ks>/<table>-<id>/` (sub-directories such as secondary index
-/// dirs included), cassandra.yaml copied to `view/conf/cassandra.yaml`.
+/// dirs included). The snapshot's `manifest.json` and `schema.cql` stay out:
+/// they are new files with every snapshot (manifest.json even differs), so
+/// they would be read on every backup, and the coordinator records both the
+/// schema (`DESCRIBE SCHEMA`) and the file lists in the cluster manifest, cassandra.yaml linked to `view/conf/cassandra.yaml` from a
+/// kept copy (see `keep_copy`).
 pub fn stage(work: &Path, tables: &[TableSnapshot], cassandra_yaml: &Path) -> Result<PathBuf> {
     remove_view(work)?;
     let view = view_dir(work);
@@ -124,9 +141,28 @@ pub fn stage(work: &Path, tables: &[TableSnapshot], cassandra_yaml: &Path) -> Re
     }
     let conf = view.join("conf");
     std::fs::create_dir_all(&conf).map_err(|e| CassandraError::io(&conf, e))?;
+    let kept = keep_copy(work, cassandra_yaml)?;
     let yaml = conf.join("cassandra.yaml");
-    std::fs::copy(cassandra_yaml, &yaml).map_err(|e| CassandraError::io(cassandra_yaml, e))?;
+    std::fs::hard_link(&kept, &yaml).map_err(|e| CassandraError::io(&yaml, e))?;
     Ok(view)
+}
+
+/// A copy of cassandra.yaml in `<work>/conf/` that is rewritten only when the
+/// node's file changed: linked into each view, it keeps its inode and mtime,
+/// so an unchanged file is not read again by the next backup. (The node's own
+/// file may live on another filesystem; it cannot be linked directly.)
+fn keep_copy(work: &Path, yaml: &Path) -> Result<PathBuf> {
+    let dir = work.join("conf");
+    let kept = dir.join("cassandra.yaml");
+    let now = std::fs::read(yaml).map_err(|e| CassandraError::io(yaml, e))?;
+    if std::fs::read(&kept).ok().as_deref() == Some(now.as_slice()) {
+        return Ok(kept);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| CassandraError::io(&dir, e))?;
+    let tmp = dir.join("cassandra.yaml.tmp");
+    std::fs::write(&tmp, &now).map_err(|e| CassandraError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &kept).map_err(|e| CassandraError::io(&kept, e))?;
+    Ok(kept)
 }
 
 fn link_tree(src: &Path, dest: &Path) -> Result<()> {
@@ -139,7 +175,7 @@ fn link_tree(src: &Path, dest: &Path) -> Result<()> {
             .map_err(|e| CassandraError::io(&from, e))?;
         if ft.is_dir() {
             link_tree(&from, &to)?;
-        } else if ft.is_file() {
+        } else if ft.is_file() && is_sstable_component(&entry.file_name().to_string_lossy()) {
             // The same table in two data dirs merges into one view dir; SSTable
             // names are unique per table, so a clash means something odd.
             std::fs::hard_link(&from, &to).map_err(|e| match e.kind() {
@@ -162,6 +198,26 @@ fn link_tree(src: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sstable_components_are_told_from_snapshot_extras() {
+        for yes in [
+            "nb-1-big-Data.db",
+            "nb-12-big-TOC.txt",
+            "da-3gxs_0s1c_2q9gw2f0p3v0lmxg7b-bti-Partitions.db",
+        ] {
+            assert!(is_sstable_component(yes), "{yes}");
+        }
+        for no in [
+            "manifest.json",
+            "schema.cql",
+            "nb-1-big",
+            "backups",
+            ".t_idx",
+        ] {
+            assert!(!is_sstable_component(no), "{no}");
+        }
+    }
 
     #[test]
     fn tags_are_checked() {
@@ -222,6 +278,16 @@ mod tests {
             b"cluster_name: x"
         );
         assert!(!view.join("stale").exists());
+        // The yaml keeps its inode while unchanged, and follows a change.
+        let yaml_ino = ino(&view.join("conf/cassandra.yaml"));
+        let view = stage(&work, &tables, &yaml).unwrap();
+        assert_eq!(ino(&view.join("conf/cassandra.yaml")), yaml_ino);
+        std::fs::write(&yaml, b"cluster_name: y").unwrap();
+        let view = stage(&work, &tables, &yaml).unwrap();
+        assert_eq!(
+            std::fs::read(view.join("conf/cassandra.yaml")).unwrap(),
+            b"cluster_name: y"
+        );
         assert!(find_snapshot(&[data], "nope").unwrap().is_empty());
         assert!(remove_view(&work).unwrap());
         assert!(!remove_view(&work).unwrap());
