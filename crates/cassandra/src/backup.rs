@@ -1,1 +1,338 @@
-//! (in progress)
+//! The coordinator's cluster backup.
+//!
+//! 1. check: wait for the rebalancing freeze (see `topology::freeze`);
+//! 2. cut: POST snapshot to every agent at once, under one tag;
+//! 3. re-check: the same nodes own the same tokens and are all still Up and
+//!    Normal, else the cut is not one cluster state;
+//! 4. upload: every agent stores its node's snapshot in the repository;
+//! 5. commit: ONE cluster manifest in the catalog, only when every node
+//!    succeeded (a backup without a manifest does not exist);
+//! 6. release: POST clear to every agent, after a failure too.
+//!
+//! No backup byte passes through the coordinator; the repository is only
+//! touched to save the manifest (on a blocking thread: the engine is
+//! synchronous).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tidemark_cluster::manifest::{self, ClusterManifest, NodeBackup, MANIFEST_VERSION};
+use tidemark_cluster::ClusterError;
+use tidemark_repo::progress::Progress;
+use tidemark_repo::{Id, Repository};
+
+use crate::api::{
+    self, ClearReply, ClearRequest, SnapshotReply, SnapshotRequest, UploadReply, UploadRequest,
+};
+use crate::config::ClusterConfig;
+use crate::error::{CassandraError, Result};
+use crate::manifest::{BackupDetail, NodeDetail, Timings};
+use crate::topology::freeze::{self, post_all, Agent};
+use crate::topology::{Agents, Cql, Topology};
+
+/// Flush and snapshot of every table on one node: bounded by the flush of
+/// the largest memtables, minutes at worst.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// clearsnapshot and removing the agent's staging links.
+pub const CLEAR_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The tag all nodes snapshot under: `tidemark-<UTC yyyymmddThhmmssZ>-<6 hex>`.
+pub fn new_tag(now: DateTime<Utc>) -> String {
+    format!(
+        "tidemark-{}-{}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        &Id::random().to_hex()[..6]
+    )
+}
+
+/// Takes one consistent backup of the cluster and commits its manifest;
+/// returns the manifest's id (the backup's id) and the manifest.
+pub async fn backup(
+    config: &ClusterConfig,
+    repo: Arc<Repository>,
+    progress: Option<&dyn Progress>,
+) -> Result<(Id, ClusterManifest)> {
+    let say = |m: &str| {
+        tracing::info!("{m}");
+        if let Some(p) = progress {
+            p.phase(m);
+        }
+    };
+    let agents = Agents::from_config(config)?;
+    let cql = Cql::connect(&config.cassandra).await?;
+    let repository_id = repo.config.id.to_hex();
+    let t0 = Instant::now();
+    let started = Utc::now();
+
+    say("checking the cluster (all nodes up and normal, schema agreement, agents ready)");
+    let topology =
+        freeze::wait_ready(&cql, &agents, &repository_id, config.backup.freeze_wait).await?;
+    let targets = agents.for_topology(&topology);
+    let check_secs = t0.elapsed().as_secs_f64();
+
+    let tag = new_tag(started);
+    let run = Run {
+        config,
+        repo,
+        cql: &cql,
+        agents: &agents,
+        targets: &targets,
+        topology,
+        tag: tag.clone(),
+        repository_id,
+    };
+    let result = run.cut_upload_commit(started, t0, check_secs, &say).await;
+
+    // Released whatever happened: a snapshot left behind pins its SSTables'
+    // disk space on the node.
+    say(&format!(
+        "clearing snapshot {tag} on {} nodes",
+        targets.len()
+    ));
+    let cleared = post_all::<_, ClearReply>(
+        &targets,
+        api::CLEAR,
+        ClearRequest { tag: tag.clone() },
+        CLEAR_TIMEOUT,
+    )
+    .await;
+    for (a, r) in targets.iter().zip(cleared) {
+        if let Err(e) = r {
+            let m = format!("clearing snapshot {tag} on node {} failed (remove it with nodetool clearsnapshot -t {tag}): {e}", a.address);
+            tracing::warn!("{m}");
+            if let Some(p) = progress {
+                p.warn(&m);
+            }
+        }
+    }
+    result
+}
+
+struct Run<'a> {
+    config: &'a ClusterConfig,
+    repo: Arc<Repository>,
+    cql: &'a Cql,
+    agents: &'a Agents,
+    targets: &'a [Agent],
+    topology: Topology,
+    tag: String,
+    repository_id: String,
+}
+
+impl Run<'_> {
+    async fn cut_upload_commit(
+        &self,
+        started: DateTime<Utc>,
+        t0: Instant,
+        check_secs: f64,
+        say: &(dyn Fn(&str) + Sync),
+    ) -> Result<(Id, ClusterManifest)> {
+        let (tag, targets) = (&self.tag, self.targets);
+        say(&format!("snapshot {tag} on {} nodes", targets.len()));
+        let t = Instant::now();
+        let cuts: Vec<SnapshotReply> = all_ok(
+            targets,
+            post_all(
+                targets,
+                api::SNAPSHOT,
+                SnapshotRequest { tag: tag.clone() },
+                SNAPSHOT_TIMEOUT,
+            )
+            .await,
+            "snapshot",
+        )?;
+        let snapshot_secs = t.elapsed().as_secs_f64();
+        let first = cuts
+            .iter()
+            .map(|c| c.cut_at)
+            .min()
+            .expect("at least one node");
+        let last = cuts
+            .iter()
+            .map(|c| c.cut_at)
+            .max()
+            .expect("at least one node");
+        let spread_ms = (last - first).num_milliseconds();
+
+        say("re-checking the topology");
+        self.recheck().await?;
+
+        say(&format!("uploading {} nodes", targets.len()));
+        let t = Instant::now();
+        let body = UploadRequest {
+            tag: tag.clone(),
+            cluster: self.config.name.clone(),
+        };
+        let uploads: Vec<UploadReply> = all_ok(
+            targets,
+            post_all(
+                targets,
+                api::UPLOAD,
+                body,
+                self.config.backup.upload_timeout,
+            )
+            .await,
+            "upload",
+        )?;
+        let upload_secs = t.elapsed().as_secs_f64();
+
+        let mut nodes = Vec::with_capacity(targets.len());
+        for ((a, cut), up) in targets.iter().zip(&cuts).zip(uploads) {
+            let n = self
+                .topology
+                .node(a.address)
+                .expect("targets come from the topology");
+            let detail = NodeDetail {
+                datacenter: n.datacenter.clone(),
+                rack: n.rack.clone(),
+                tokens: n.tokens.clone(),
+                release_version: n.release_version.clone(),
+                tables: up.tables,
+                cassandra_yaml: up.cassandra_yaml,
+            };
+            nodes.push(NodeBackup {
+                node: a.address.to_string(),
+                host_id: n.host_id.clone(),
+                agent: a.client.url.clone(),
+                snapshot: up.snapshot,
+                cut_at: cut.cut_at,
+                uploaded_at: up.uploaded_at,
+                summary: up.summary,
+                detail: serde_json::to_value(detail).expect("node detail serialises"),
+            });
+        }
+        let t = &self.topology;
+        let detail = BackupDetail {
+            cluster_name: t.cluster_name.clone(),
+            partitioner: t.partitioner.clone(),
+            release_version: t.release_version(),
+            schema: t.schema.clone(),
+            keyspaces: t.keyspaces.clone(),
+            snapshot_spread_ms: spread_ms,
+            timings: Timings {
+                check_secs,
+                snapshot_secs,
+                upload_secs,
+                total_secs: t0.elapsed().as_secs_f64(),
+            },
+        };
+        let m = ClusterManifest {
+            version: MANIFEST_VERSION,
+            store: crate::STORE.into(),
+            cluster: self.config.name.clone(),
+            tag: tag.clone(),
+            started,
+            finished: Utc::now(),
+            nodes,
+            detail: serde_json::to_value(detail).expect("backup detail serialises"),
+            program_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        say("saving the cluster manifest");
+        let repo = self.repo.clone();
+        let saved = m.clone();
+        let id = tokio::task::spawn_blocking(move || manifest::save(&repo, &saved))
+            .await
+            .map_err(|e| {
+                CassandraError::Invalid(format!("saving the manifest: task failed: {e}"))
+            })??;
+        Ok((id, m))
+    }
+
+    /// After the cut: the same nodes with the same host ids and tokens, and
+    /// every agent still sees all of them Up and Normal.
+    async fn recheck(&self) -> Result<()> {
+        let (now, problems) = freeze::check(self.cql, self.agents, &self.repository_id)
+            .await
+            .map_err(|e| {
+                CassandraError::TopologyChanged(format!("could not read it again: {e}"))
+            })?;
+        let mut what = self.topology.differences(&now);
+        what.extend(problems.into_iter().map(|p| p.text));
+        if what.is_empty() {
+            Ok(())
+        } else {
+            Err(CassandraError::TopologyChanged(what.join("; ")))
+        }
+    }
+}
+
+/// Every node's reply, or an error naming the first node that failed and its
+/// cause (and how many others failed too).
+fn all_ok<R>(
+    targets: &[Agent],
+    results: Vec<Result<R, ClusterError>>,
+    step: &str,
+) -> Result<Vec<R>> {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut failed: Vec<(String, ClusterError)> = Vec::new();
+    for (a, r) in targets.iter().zip(results) {
+        match r {
+            Ok(r) => ok.push(r),
+            Err(e) => failed.push((a.address.to_string(), e)),
+        }
+    }
+    let mut failed = failed.into_iter();
+    let Some((node, e)) = failed.next() else {
+        return Ok(ok);
+    };
+    let others: Vec<String> = failed.map(|(n, e)| format!("{n}: {e}")).collect();
+    let mut reason = format!("{step} failed: {e}");
+    if !others.is_empty() {
+        reason.push_str(&format!(" (also failed: {})", others.join("; ")));
+    }
+    Err(CassandraError::Node { node, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_has_the_documented_shape() {
+        let now = DateTime::parse_from_rfc3339("2026-11-25T16:05:09Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = new_tag(now);
+        assert!(t.starts_with("tidemark-20261125T160509Z-"), "{t}");
+        let hex = t.rsplit('-').next().unwrap();
+        assert_eq!(hex.len(), 6);
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(new_tag(now), t, "two tags of the same second differ");
+    }
+
+    #[test]
+    fn failures_name_the_node_and_the_cause() {
+        let token = tidemark_cluster::auth::Token::generate();
+        let targets: Vec<Agent> = (1..=3)
+            .map(|i| Agent {
+                address: format!("127.0.1.{i}").parse().unwrap(),
+                client: tidemark_cluster::AgentClient::new(
+                    &format!("http://127.0.0.1:740{i}"),
+                    token.clone(),
+                ),
+            })
+            .collect();
+        let remote = |m: &str| ClusterError::Remote {
+            agent: "http://127.0.0.1:7402".into(),
+            status: 500,
+            message: m.into(),
+        };
+        let e = all_ok::<u32>(
+            &targets,
+            vec![Ok(1), Err(remote("disk full")), Err(remote("gone"))],
+            "upload",
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with("node 127.0.1.2: upload failed: agent http://127.0.0.1:7402: disk full"),
+            "{s}"
+        );
+        assert!(s.contains("also failed: 127.0.1.3"), "{s}");
+        assert_eq!(
+            all_ok::<u32>(&targets, vec![Ok(1), Ok(2), Ok(3)], "x").unwrap(),
+            vec![1, 2, 3]
+        );
+    }
+}

@@ -1,16 +1,66 @@
+//! `tidemark cluster verify`: is every node's part of a backup there and
+//! intact? Damage is named per node, table and file; exit 3 when found.
+
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use tidemark_cassandra::config::ClusterConfig;
+use tidemark_cluster::manifest;
 
-use crate::ctx::Global;
+use super::backup::open_repository;
+use crate::commands::snapshots::human;
+use crate::ctx::{print_json, Global, EXIT_INCOMPLETE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The cluster's TOML file
     #[arg(long)]
     pub config: PathBuf,
+    /// The backup: an id prefix (at least 4 hex digits) or `latest`
+    pub backup: String,
+    /// Also download and authenticate every chunk of the backup
+    #[arg(long)]
+    pub read_data: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_g: &Global, _a: Args) -> Result<i32> {
-    bail!("in progress")
+pub fn run(_g: &Global, a: Args) -> Result<i32> {
+    let config = ClusterConfig::load(&a.config)?;
+    let repo = open_repository(&config)?;
+    let (id, m) = manifest::find(&repo, Some(&config.name), &a.backup)?;
+    let report = tidemark_cassandra::verify::verify(&repo, &m, a.read_data)?;
+    let code = if report.is_clean() {
+        0
+    } else {
+        EXIT_INCOMPLETE
+    };
+    if a.json {
+        print_json(&report)?;
+        return Ok(code);
+    }
+    for d in &report.damage {
+        println!("damaged: {d}");
+    }
+    let read = if a.read_data {
+        format!(
+            ", {} chunks read ({})",
+            report.chunks_read,
+            human(report.bytes_read)
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "backup {} of cluster {}: {} nodes, {} tables, {} SSTable files, {} chunks in {} packs{read}: {}",
+        id.short(),
+        m.cluster,
+        report.nodes,
+        report.tables,
+        report.sstables,
+        report.chunks,
+        report.packs,
+        if report.is_clean() { "no damage".to_string() } else { format!("{} damaged places", report.damage.len()) }
+    );
+    Ok(code)
 }
