@@ -9,12 +9,26 @@
 //! CI can instead start one cluster with `testbed up` and name its root in an
 //! environment variable (e.g. `TESTBED_CASSANDRA_ROOT`): test binaries then
 //! reuse it and leave it running for the next binary.
+//!
+//! Cassandra with a `tidemark agent` per node (tests in the cli crate, where
+//! the binary is built):
+//!
+//! ```ignore
+//! static CLUSTER: SharedCell = SharedCell::with_agents(
+//!     Kind::Cassandra, "TESTBED_CASSANDRA_ROOT", Some(3), env!("CARGO_BIN_EXE_tidemark"));
+//! ```
+//!
+//! A cluster found under `$TESTBED_CASSANDRA_ROOT` is reused only if it has
+//! agents (start it with `testbed up cassandra --with-agents`). A test that
+//! changes the cluster (stops nodes, adds one) gets its own with
+//! [`start_or_reuse`], an `UpOptions { with_agents: true, .. }` and an
+//! environment variable nobody sets.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::kind::{self, Kind, UpOptions};
 use crate::root::Root;
@@ -46,6 +60,13 @@ pub fn start_or_reuse(kind: Kind, env_var: &str, opts: &UpOptions) -> Result<Sha
             if let Ok(cluster) = root.cluster(&name) {
                 let alive = cluster.processes.iter().all(|p| p.is_alive());
                 if let (Some(info), true) = (cluster.info, alive) {
+                    let has_agents = info["agents"].as_array().is_some_and(|a| !a.is_empty());
+                    if opts.with_agents && !has_agents {
+                        bail!(
+                            "cluster {name:?} under ${env_var} runs without agents; \
+                             start it with `testbed up {kind} --with-agents`"
+                        );
+                    }
                     return Ok(Shared {
                         root,
                         name,
@@ -82,6 +103,8 @@ pub struct SharedCell {
     kind: Kind,
     env_var: &'static str,
     nodes: Option<usize>,
+    with_agents: bool,
+    tidemark_bin: Option<&'static str>,
 }
 
 impl SharedCell {
@@ -91,6 +114,26 @@ impl SharedCell {
             kind,
             env_var,
             nodes,
+            with_agents: false,
+            tidemark_bin: None,
+        }
+    }
+
+    /// A cluster with a `tidemark agent` beside each node, run from
+    /// `tidemark_bin` (in a test: `env!("CARGO_BIN_EXE_tidemark")`).
+    pub const fn with_agents(
+        kind: Kind,
+        env_var: &'static str,
+        nodes: Option<usize>,
+        tidemark_bin: &'static str,
+    ) -> SharedCell {
+        SharedCell {
+            cell: OnceLock::new(),
+            kind,
+            env_var,
+            nodes,
+            with_agents: true,
+            tidemark_bin: Some(tidemark_bin),
         }
     }
 
@@ -101,6 +144,8 @@ impl SharedCell {
             let opts = UpOptions {
                 name: None,
                 nodes: self.nodes,
+                with_agents: self.with_agents,
+                tidemark_bin: self.tidemark_bin.map(PathBuf::from),
             };
             start_or_reuse(self.kind, self.env_var, &opts).map_err(|e| format!("{e:#}"))
         });

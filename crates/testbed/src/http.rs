@@ -20,14 +20,28 @@ pub struct Response {
 
 /// GETs `path` (with its query) from `addr`, closing the connection after.
 pub fn get(addr: SocketAddr, path: &str) -> Result<Response> {
-    let timeout = Duration::from_secs(5);
+    get_with_headers(addr, path, &[], Duration::from_secs(5))
+}
+
+/// [`get`] with extra request headers (e.g. `Authorization`) and a chosen
+/// timeout for connect, send and receive. Header values never appear in errors.
+pub fn get_with_headers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response> {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream

@@ -1,6 +1,7 @@
 //! The fixed set of kinds and the one place that dispatches on them.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{bail, Result};
@@ -69,6 +70,12 @@ pub struct UpOptions {
     pub name: Option<String>,
     /// Number of nodes (servers); `None` = the kind's default.
     pub nodes: Option<usize>,
+    /// Cassandra: one `tidemark agent` beside each node, a repository shared
+    /// by the root and the coordinator's `tidemark.toml` (see docs/testbed.md).
+    pub with_agents: bool,
+    /// The `tidemark` binary for the agents; `None`: `$TIDEMARK_BIN`, else a
+    /// `tidemark` next to the running executable.
+    pub tidemark_bin: Option<PathBuf>,
 }
 
 impl UpOptions {

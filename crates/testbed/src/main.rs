@@ -28,6 +28,14 @@ enum Cmd {
         /// independent second cluster
         #[arg(long)]
         name: Option<String>,
+        /// Cassandra: one `tidemark agent` per node, a repository under the
+        /// root and the coordinator file tidemark.toml
+        #[arg(long)]
+        with_agents: bool,
+        /// The tidemark binary for --with-agents [default: $TIDEMARK_BIN, else
+        /// `tidemark` next to this executable]
+        #[arg(long, requires = "with_agents")]
+        tidemark_bin: Option<PathBuf>,
     },
     /// Stop everything started under the root (or one cluster with --name)
     Down {
@@ -60,6 +68,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run CQL statements (separated by `;`) at QUORUM; prints SELECT rows
+    Cql {
+        #[arg(long, default_value = "cassandra")]
+        name: String,
+        #[arg(last = true, required = true)]
+        script: Vec<String>,
+    },
     /// Change a running Cassandra cluster
     Cassandra {
         #[arg(long, default_value = "cassandra")]
@@ -69,7 +84,7 @@ enum Cmd {
     },
 }
 
-// The command names (add-node, stop-node, start-node) are the interface.
+// The command names (add-node, stop-node, ...) are the interface.
 #[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 enum CassandraCmd {
@@ -79,6 +94,10 @@ enum CassandraCmd {
     StopNode { node: usize },
     /// Start node N again and wait until it is Up/Normal
     StartNode { node: usize },
+    /// Stop node N's tidemark agent (the node keeps running)
+    StopAgent { node: usize },
+    /// Start node N's tidemark agent again and wait until it answers
+    StartAgent { node: usize },
 }
 
 fn main() -> ExitCode {
@@ -94,8 +113,23 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let root = Root::new(cli.root.unwrap_or_else(Root::default_dir))?;
     match cli.command {
-        Cmd::Up { kind, nodes, name } => {
-            let info = kind::up(kind, &root, &UpOptions { name, nodes })?;
+        Cmd::Up {
+            kind,
+            nodes,
+            name,
+            with_agents,
+            tidemark_bin,
+        } => {
+            if with_agents && kind != Kind::Cassandra {
+                anyhow::bail!("--with-agents applies to cassandra only, not {kind}");
+            }
+            let opts = UpOptions {
+                name,
+                nodes,
+                with_agents,
+                tidemark_bin,
+            };
+            let info = kind::up(kind, &root, &opts)?;
             println!("{}", serde_json::to_string_pretty(&info)?);
         }
         Cmd::Down { name: Some(name) } => root.stop_cluster(&name)?,
@@ -131,6 +165,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let info: cassandra::Info = root.info(&name)?;
             return passthrough(cassandra::sstableloader(&info, &args)?);
         }
+        Cmd::Cql { name, script } => {
+            let info: cassandra::Info = root.info(&name)?;
+            for line in testbed::cql::run(&info, &script.join(" "))? {
+                println!("{line}");
+            }
+        }
         Cmd::Cassandra { name, action } => match action {
             CassandraCmd::AddNode => {
                 let node = cassandra::add_node(&root, &name)?;
@@ -138,6 +178,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             CassandraCmd::StopNode { node } => cassandra::stop_node(&root, &name, node)?,
             CassandraCmd::StartNode { node } => cassandra::start_node(&root, &name, node)?,
+            CassandraCmd::StopAgent { node } => cassandra::stop_agent(&root, &name, node)?,
+            CassandraCmd::StartAgent { node } => cassandra::start_agent(&root, &name, node)?,
         },
     }
     Ok(ExitCode::SUCCESS)

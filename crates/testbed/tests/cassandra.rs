@@ -168,6 +168,7 @@ fn fourth_node_bootstraps_and_owns_data() -> Result<()> {
     let opts = UpOptions {
         name: Some("grow".into()),
         nodes: Some(3),
+        ..Default::default()
     };
     let shared = fixture::start_or_reuse(Kind::Cassandra, "TESTBED_CASSANDRA_GROW_ROOT", &opts)?;
     let root = &shared.root;
@@ -296,6 +297,7 @@ fn sstableloader_streams_a_snapshot_into_a_two_node_cluster() -> Result<()> {
     let opts = UpOptions {
         name: Some("restore2".into()),
         nodes: Some(2),
+        ..Default::default()
     };
     let target = fixture::start_or_reuse(Kind::Cassandra, "TESTBED_CASSANDRA_RESTORE_ROOT", &opts)?;
     let info: Info = target.info();

@@ -6,6 +6,7 @@
 //! it. Tokens are assigned up front and the initial nodes skip bootstrap, so
 //! they all start at once; an added node bootstraps for real.
 
+pub mod agents;
 mod config;
 mod tools;
 
@@ -24,6 +25,7 @@ use crate::process::{self, ProcessRecord};
 use crate::root::Root;
 use crate::{cache, net, wait};
 
+pub use agents::{agent_status, start_agent, stop_agent, AgentInfo};
 pub use config::{initial_tokens, split_tokens};
 pub use tools::{nodetool, nodetool_ok, sstableloader, up_normal_count, write_tool_scripts};
 
@@ -55,6 +57,15 @@ pub struct Info {
     /// Directory of cassandra-all and its dependencies (the classpath).
     pub jars: PathBuf,
     pub nodes: Vec<NodeInfo>,
+    /// With `--with-agents`: binary, repository, passphrase and token files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tidemark: Option<agents::Tidemark>,
+    /// With `--with-agents`: the coordinator's file (`tidemark cluster --config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tidemark_config: Option<PathBuf>,
+    /// With `--with-agents`: one agent per node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +92,13 @@ impl Info {
             .iter()
             .find(|x| x.node == n)
             .with_context(|| format!("cluster {} has no node {n}", self.name))
+    }
+
+    pub fn agent(&self, n: usize) -> Result<&AgentInfo> {
+        self.agents
+            .iter()
+            .find(|x| x.node == n)
+            .with_context(|| format!("cluster {} has no agent for node {n}", self.name))
     }
 }
 
@@ -139,12 +157,18 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         num_tokens: NUM_TOKENS,
         jars,
         nodes: Vec::new(),
+        tidemark: None,
+        tidemark_config: None,
+        agents: Vec::new(),
     };
     for (i, tokens) in initial_tokens(nodes, NUM_TOKENS).into_iter().enumerate() {
         let node = new_node(root, &info, block_addrs[i], i + 1, tokens)?;
         info.contact_points
             .push(node.native_addr(&info).to_string());
         info.nodes.push(node);
+    }
+    if opts.with_agents {
+        agents::prepare(root, &mut info, opts.tidemark_bin.as_deref())?;
     }
 
     let _slot = start_slot()?;
@@ -159,8 +183,12 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         wait_cql(&info, node, 0, &watched, NODE_START_TIMEOUT)?;
     }
     wait_all_normal(&info, &watched)?;
+    if opts.with_agents {
+        agents::start_all(root, &mut info)?;
+    }
     eprintln!(
-        "cassandra {name}: {nodes} nodes ready in {:.1}s",
+        "cassandra {name}: {nodes} nodes{} ready in {:.1}s",
+        if opts.with_agents { " and agents" } else { "" },
         started.elapsed().as_secs_f64()
     );
     Ok(info)
@@ -275,17 +303,28 @@ pub fn add_node(root: &Root, name: &str) -> Result<NodeInfo> {
     config::write_node_files(&info, &node, true)?;
     let _slot = start_slot()?;
     let record = spawn_node(root, &info, &node, true)?;
-    wait_cql(&info, &node, 0, &[&record], BOOTSTRAP_TIMEOUT)?;
+    // Recorded while it joins, so a test can watch (and a coordinator reach)
+    // a joining node; with agents its agent starts now and is listed in
+    // tidemark.toml, whether or not it answers yet.
     info.contact_points
         .push(node.native_addr(&info).to_string());
     info.nodes.push(node.clone());
+    let agent = match info.tidemark {
+        Some(_) => Some(agents::add_agent(root, &mut info, n)?),
+        None => None,
+    };
+    root.set_info(name, serde_json::to_value(&info)?)?;
+    wait_cql(&info, &node, 0, &[&record], BOOTSTRAP_TIMEOUT)?;
     let records = live_records(root, &info)?;
     wait_all_normal(&info, &records.iter().collect::<Vec<_>>())?;
-    root.set_info(name, serde_json::to_value(&info)?)?;
+    if let Some(agent_record) = agent {
+        agents::wait_ready(&info, info.agent(n)?, &[&agent_record], true)?;
+    }
     Ok(node)
 }
 
-/// Stops one node cleanly (SIGTERM: Cassandra drains, then exits).
+/// Stops one node cleanly (SIGTERM: Cassandra drains, then exits). Its agent,
+/// if any, keeps running ([`stop_agent`] stops that).
 pub fn stop_node(root: &Root, name: &str, n: usize) -> Result<()> {
     let info: Info = root.info(name)?;
     root.stop_process(name, &info.node(n)?.process_name())
@@ -316,6 +355,14 @@ fn start_slot() -> Result<Flock<File>> {
         .map_err(|(_, e)| anyhow!("locking {}: {e}", path.display()))
 }
 
+/// The nodes' process records, to watch while waiting on the ring (not the
+/// agents': a test may have stopped one on purpose).
 fn live_records(root: &Root, info: &Info) -> Result<Vec<ProcessRecord>> {
-    Ok(root.cluster(&info.name)?.processes)
+    let nodes: Vec<String> = info.nodes.iter().map(NodeInfo::process_name).collect();
+    Ok(root
+        .cluster(&info.name)?
+        .processes
+        .into_iter()
+        .filter(|p| nodes.contains(&p.name))
+        .collect())
 }
