@@ -53,12 +53,8 @@ impl Nodetool {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(fail(format!(
-                "{}: {}{}",
-                out.status,
-                stdout.trim(),
-                stderr.trim()
-            )));
+            let output = format!("{}\n{}", stdout.trim(), stderr.trim());
+            return Err(fail(format!("{}: {}", out.status, last_lines(&output, 30))));
         }
         Ok(stdout)
     }
@@ -70,6 +66,12 @@ impl Nodetool {
     pub async fn list_snapshots(&self) -> Result<Vec<String>> {
         Ok(parse_listsnapshots(&self.run(&["listsnapshots"]).await?))
     }
+}
+
+/// The end of a long tool output (a Java stack trace runs to many lines).
+pub fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// `nodetool status`: one [`RingMember`] per node line, the data centre

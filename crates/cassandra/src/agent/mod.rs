@@ -114,6 +114,8 @@ impl Agent {
         .map_err(|e| CassandraError::Invalid(format!("opening the repository: {e}")))??;
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|e| CassandraError::io(&config.work_dir, e))?;
+        // Nothing runs yet: staging left by a crashed run goes now.
+        remove_stale_staging(&config.work_dir)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| CassandraError::io(format!("listen {}", config.listen), e))?;
@@ -150,6 +152,22 @@ impl Agent {
             .await
             .map_err(|e| CassandraError::io("agent API", e))
     }
+}
+
+/// Removes the view and restore staging a killed agent may have left. Only
+/// links and fetched copies live there, never the node's own files.
+fn remove_stale_staging(work: &Path) -> Result<()> {
+    view::remove_view(work)?;
+    for sub in [restore::RESTORE_DIR, restore::LOAD_DIR] {
+        let dir = work.join(sub);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(CassandraError::io(&dir, e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// First line of a secret file.

@@ -33,6 +33,11 @@ use super::view::is_sstable_component;
 use super::{api_error, blocking, exclusive, Shared};
 use crate::api::{ImportReply, ImportRequest, LoadReply, LoadRequest, TableTarget};
 use crate::error::{CassandraError, Result};
+use crate::nodetool::last_lines;
+
+/// Staging of imports and loads below the work dir.
+pub(super) const RESTORE_DIR: &str = "restore";
+pub(super) const LOAD_DIR: &str = "load";
 
 pub(super) async fn import_handler(
     State(shared): State<Arc<Shared>>,
@@ -46,7 +51,7 @@ pub(super) async fn import_handler(
         req.snapshot.short()
     );
     exclusive(&shared, what, async move {
-        let staging = unique_dir(&s.work_dir()?.join("restore"));
+        let staging = unique_dir(&s.work_dir()?.join(RESTORE_DIR));
         let result = import(&s, &req, &staging).await;
         let cleaned = remove_dir(staging).await;
         let reply = result?;
@@ -79,7 +84,7 @@ pub(super) async fn load_handler(
         req.snapshots.len()
     );
     exclusive(&shared, what, async move {
-        let staging = unique_dir(&s.work_dir()?.join("load"));
+        let staging = unique_dir(&s.work_dir()?.join(LOAD_DIR));
         let result = load(&s, &req, &staging).await;
         let cleaned = remove_dir(staging).await;
         let reply = result?;
@@ -339,17 +344,11 @@ async fn sstableloader(s: &Shared, targets: &[IpAddr], dir: &Path) -> Result<Opt
         return Err(fail(format!(
             "{}: {}{}",
             out.status,
-            tail(&stdout),
-            tail(&stderr)
+            last_lines(&stdout, 20),
+            last_lines(&stderr, 20)
         )));
     }
     Ok(parse_loader_bytes(&stdout))
-}
-
-/// The last lines of a long tool output.
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// sstableloader's summary line `Total bytes transferred : 1.355KiB`

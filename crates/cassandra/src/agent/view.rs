@@ -220,6 +220,31 @@ mod tests {
     }
 
     #[test]
+    fn a_work_dir_on_another_filesystem_is_named() {
+        // /dev/shm is a tmpfs on Linux; the temporary dir is not.
+        let shm = Path::new("/dev/shm");
+        let tmp = tempfile::tempdir().unwrap();
+        if !shm.is_dir() {
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(shm).unwrap().dev() == std::fs::metadata(tmp.path()).unwrap().dev() {
+            return;
+        }
+        let snap = tmp
+            .path()
+            .join("data/ks/t-5a1c395e4f2b11ef9b4b6d2c86545d91/snapshots/x");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("nb-1-big-Data.db"), b"d").unwrap();
+        let yaml = tmp.path().join("cassandra.yaml");
+        std::fs::write(&yaml, b"").unwrap();
+        let work = tempfile::tempdir_in(shm).unwrap();
+        let tables = find_snapshot(&[tmp.path().join("data")], "x").unwrap();
+        let e = stage(work.path(), &tables, &yaml).unwrap_err().to_string();
+        assert!(e.contains("same filesystem as the data dirs"), "{e}");
+    }
+
+    #[test]
     fn tags_are_checked() {
         for good in ["tm-20260101T000000Z", "a", "x.y_z-1"] {
             valid_tag(good).unwrap();
