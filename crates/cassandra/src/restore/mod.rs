@@ -6,7 +6,9 @@
 //! - `target`: the target cluster over CQL (ring, what exists, DDL, TRUNCATE).
 //! - `plan`: token ring, replica placement, same-topology matching, the
 //!   choice of source replicas for streaming.
+//! - `create`: what the target lacks of the restored tables' schema.
 //! - `exec`: the agent calls (import, load), in parallel over agents.
+//! - `report`: what a restore reports.
 //!
 //! The flow: check that every target agent uses the backup's repository,
 //! create what the target lacks (keyspace, types, table) from the backup's
@@ -16,8 +18,10 @@
 //! agents, fed with only as many replicas' copies as keep a quorum of every
 //! token range, and report files, bytes, time and the data amplification.
 
+pub mod create;
 pub mod exec;
 pub mod plan;
+pub mod report;
 pub mod schema;
 pub mod select;
 pub mod target;
@@ -26,7 +30,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tidemark_cluster::{AgentClient, ClusterManifest, NodeBackup};
 use tidemark_repo::Id;
 use tokio::task::JoinSet;
@@ -36,10 +39,12 @@ use crate::config::ClusterConfig;
 use crate::error::{CassandraError, Result};
 use crate::manifest::{BackupDetail, NodeDetail};
 use plan::{Replication, Ring, RingNode};
-use schema::Statement;
+pub use report::{InitialTokens, Mode, RestoreReport, TableReport};
 use target::Target;
 
-const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+/// An agent's status runs `nodetool status` (a JVM start): slow on a busy
+/// machine.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -109,67 +114,6 @@ impl Backup {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Import,
-    Stream,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub struct RestoreReport {
-    pub backup: String,
-    pub source_cluster: String,
-    pub target_cluster: String,
-    pub mode: Mode,
-    /// Schema statements run on the target (what it lacked).
-    pub schema_statements: Vec<String>,
-    /// Whole-backup restore onto other tokens: per backup node, the
-    /// `initial_token` a node needs for an import restore next time.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub initial_tokens: Vec<InitialTokens>,
-    pub notes: Vec<String>,
-    pub tables: Vec<TableReport>,
-    pub duration_secs: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub struct InitialTokens {
-    pub node: String,
-    pub datacenter: String,
-    pub rack: String,
-    pub initial_token: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub struct TableReport {
-    pub keyspace: String,
-    /// The table in the backup.
-    pub table: String,
-    /// The table restored into (differs with --rename-to).
-    pub target_table: String,
-    pub mode: Mode,
-    pub created: bool,
-    pub truncated: bool,
-    /// Backup nodes whose copies were used.
-    pub source_nodes: Vec<String>,
-    pub files: u64,
-    /// Bytes of SSTables fetched from the repository and imported or loaded.
-    pub bytes: u64,
-    /// Bytes sent to target nodes (stream mode; 0 for import).
-    pub bytes_streamed: u64,
-    /// One replica's worth: the table's bytes over all backup nodes / RF.
-    pub replica_bytes: u64,
-    /// (import: bytes, stream: bytes_streamed) / replica_bytes.
-    pub amplification: Option<f64>,
-    /// What sending every replica to every owner would cost (RF x RF).
-    pub amplification_all_replicas: Option<f64>,
-    pub duration_secs: f64,
-}
-
 /// Restores `backup` into the cluster `target_cfg` describes; `repo_id` is
 /// the id of the repository the backup was read from.
 pub async fn restore(
@@ -199,7 +143,7 @@ pub async fn restore(
 
     let agents = check_agents(target_cfg, repo_id).await?;
     let target = Target::connect(target_cfg).await?;
-    let target_ring = target.ring().await?;
+    let target_ring = target.ring(target_cfg).await?;
     let source_ring: Vec<RingNode> = backup.nodes.iter().map(|n| n.2.clone()).collect();
     let mapping = plan::match_tokens(&source_ring, &target_ring);
     let mode = if mapping.is_some() {
@@ -231,7 +175,7 @@ pub async fn restore(
     }
 
     let existing = target.existing().await?;
-    let schema_plan = schema_plan(
+    let schema_plan = create::schema_plan(
         &statements,
         &selected,
         &existing,
@@ -381,95 +325,6 @@ async fn check_agents(cfg: &ClusterConfig, repo_id: &str) -> Result<BTreeMap<IpA
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-struct SchemaPlan {
-    run: Vec<String>,
-    created: Vec<(String, String)>,
-    notes: Vec<String>,
-}
-
-/// What to create on the target, in the schema's order (keyspace, types,
-/// tables, then what hangs on them): what it lacks of the keyspaces and
-/// tables restored; a whole-backup restore also takes views and functions.
-fn schema_plan(
-    statements: &[Statement],
-    selected: &[(String, String)],
-    existing: &target::Existing,
-    whole: bool,
-    rename: Option<&str>,
-) -> Result<SchemaPlan> {
-    use schema::Object;
-    let keyspaces: Vec<&str> = selected.iter().map(|(k, _)| k.as_str()).collect();
-    let mut p = SchemaPlan {
-        run: Vec::new(),
-        created: Vec::new(),
-        notes: Vec::new(),
-    };
-    let new_ks: Vec<&str> = keyspaces
-        .iter()
-        .copied()
-        .filter(|k| !existing.keyspaces.contains_key(*k))
-        .collect();
-    // Base tables created now under their own name: their indexes, dropped
-    // column records and (whole restore) views follow.
-    let mut fresh: Vec<(String, String)> = Vec::new();
-    for st in statements {
-        match &st.object {
-            Object::Keyspace { keyspace } if new_ks.contains(&keyspace.as_str()) => {
-                p.run.push(schema::if_not_exists(&st.cql))
-            }
-            Object::Type { keyspace, name }
-                if keyspaces.contains(&keyspace.as_str())
-                    && !existing.types.contains(&(keyspace.clone(), name.clone())) =>
-            {
-                p.run.push(schema::if_not_exists(&st.cql))
-            }
-            Object::Table { keyspace, name }
-                if selected.contains(&(keyspace.clone(), name.clone())) =>
-            {
-                let target = rename.unwrap_or(name).to_string();
-                if existing
-                    .tables
-                    .contains(&(keyspace.clone(), target.clone()))
-                {
-                    continue;
-                }
-                let cql = match rename {
-                    Some(new) => schema::rename_table(&st.cql, new)?,
-                    None => schema::strip_table_id(&st.cql),
-                };
-                p.run.push(schema::if_not_exists(&cql));
-                p.created.push((keyspace.clone(), target));
-                if rename.is_none() {
-                    fresh.push((keyspace.clone(), name.clone()));
-                }
-            }
-            Object::Index { keyspace, table } | Object::AlterTable { keyspace, table }
-                if fresh.contains(&(keyspace.clone(), table.clone())) =>
-            {
-                p.run.push(schema::if_not_exists(&st.cql))
-            }
-            Object::Index { keyspace, table }
-                if rename.is_some() && selected.contains(&(keyspace.clone(), table.clone())) =>
-            {
-                p.notes.push(format!(
-                    "secondary index of {keyspace}.{table} not created on the renamed table: {}",
-                    st.cql
-                ))
-            }
-            Object::View { keyspace, base, .. }
-                if whole && fresh.contains(&(keyspace.clone(), base.clone())) =>
-            {
-                p.run.push(schema::if_not_exists(&st.cql))
-            }
-            Object::Other { keyspace } if whole && new_ks.contains(&keyspace.as_str()) => {
-                p.run.push(schema::if_not_exists(&st.cql))
-            }
-            _ => {}
-        }
-    }
-    Ok(p)
 }
 
 /// One table's data move.

@@ -433,6 +433,10 @@ pub fn strip_table_id(cql: &str) -> String {
         .trim_start()
         .find(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
         .unwrap_or(rest.trim_start().len());
+    if val_len != 36 {
+        // Not a table id (a UUID): some other "id" word; leave the text.
+        return cql.to_string();
+    }
     let end = val_start + (rest.len() - rest.trim_start().len()) + val_len;
     let tail = lower[end..].trim_start();
     if let Some(t) = tail.strip_prefix("and ") {

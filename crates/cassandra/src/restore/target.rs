@@ -2,11 +2,10 @@
 //! keyspaces, types and tables exist, and the statements a restore runs
 //! there (schema, TRUNCATE).
 //!
-//! Kept to what a restore needs; the backup's topology discovery lives in
-//! `crate::topology`.
+//! The ring comes from the backup's own discovery (`crate::topology`); the
+//! rest is what only a restore needs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use scylla::client::execution_profile::ExecutionProfile;
@@ -19,6 +18,7 @@ use crate::config::ClusterConfig;
 use crate::error::{CassandraError, Result};
 use crate::restore::plan::RingNode;
 use crate::restore::schema::quote_ident;
+use crate::topology::Cql;
 
 /// TRUNCATE waits for every node to drop its SSTables; the server's own
 /// limit is truncate_request_timeout (60 s by default), so wait a bit longer.
@@ -90,39 +90,29 @@ impl Target {
         ))
     }
 
-    /// Every node with its tokens (system.local and system.peers_v2).
-    pub async fn ring(&self) -> Result<Vec<RingNode>> {
-        type Row = (
-            Option<IpAddr>,
-            Option<String>,
-            Option<String>,
-            Option<Vec<String>>,
-        );
-        let local: Vec<Row> = self
-            .rows("SELECT broadcast_address, data_center, rack, tokens FROM system.local")
-            .await?;
-        let peers: Vec<Row> = self
-            .rows("SELECT peer, data_center, rack, tokens FROM system.peers_v2")
-            .await?;
+    /// Every node with its tokens, by the backup's own discovery
+    /// (`crate::topology`), which reads system.local and system.peers_v2
+    /// from one pinned node so that no node is missed or seen twice.
+    pub async fn ring(&self, cfg: &ClusterConfig) -> Result<Vec<RingNode>> {
+        let topo = Cql::connect(&cfg.cassandra).await?.discover().await?;
         let mut out = Vec::new();
-        for (addr, dc, rack, tokens) in local.into_iter().chain(peers) {
-            let Some(address) = addr else { continue };
-            let tokens = tokens
-                .unwrap_or_default()
+        for n in topo.nodes {
+            let tokens = n
+                .tokens
                 .iter()
                 .map(|t| {
                     t.parse::<i64>().map_err(|_| {
                         self.err(
                             "tokens",
-                            format!("node {address}: token {t:?} is not Murmur3"),
+                            format!("node {}: token {t:?} is not Murmur3", n.address),
                         )
                     })
                 })
                 .collect::<Result<Vec<i64>>>()?;
             out.push(RingNode {
-                address,
-                datacenter: dc.unwrap_or_default(),
-                rack: rack.unwrap_or_default(),
+                address: n.address,
+                datacenter: n.datacenter,
+                rack: n.rack,
                 tokens,
             });
         }
