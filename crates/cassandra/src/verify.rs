@@ -103,14 +103,19 @@ struct Scan {
     bad_dirs: Vec<(String, String)>,
 }
 
+/// (keyspace, table).
+type TableName = (String, String);
+/// Where a chunk is used: (node index, path, table of the path).
+type Use = (usize, String, Option<TableName>);
+
 /// Damage gathered per (node, path), reasons merged.
 #[derive(Default)]
 struct Found {
-    by_place: BTreeMap<(String, String), (Option<(String, String)>, Vec<String>)>,
+    by_place: BTreeMap<(String, String), (Option<TableName>, Vec<String>)>,
 }
 
 impl Found {
-    fn add(&mut self, node: &str, table: Option<(String, String)>, path: &str, reason: String) {
+    fn add(&mut self, node: &str, table: Option<TableName>, path: &str, reason: String) {
         let e = self
             .by_place
             .entry((node.to_string(), path.to_string()))
@@ -196,7 +201,7 @@ pub fn verify(repo: &Repository, m: &ClusterManifest, read_data: bool) -> Result
     };
 
     // chunk -> every (node, path, table) using it, for read_data.
-    let mut users: HashMap<Id, Vec<(usize, String, Option<(String, String)>)>> = HashMap::new();
+    let mut users: HashMap<Id, Vec<Use>> = HashMap::new();
     let mut tables = BTreeSet::new();
     for (ni, nb) in m.nodes.iter().enumerate() {
         let node = nb.node.as_str();
@@ -304,7 +309,7 @@ pub fn verify(repo: &Repository, m: &ClusterManifest, read_data: bool) -> Result
 
     if read_data {
         let chunks: Vec<Id> = users.keys().copied().collect();
-        let (bad, read, bytes) = read_chunks(repo, &index, &chunks)?;
+        let ReadOutcome { bad, read, bytes } = read_chunks(repo, &index, &chunks)?;
         report.chunks_read = read;
         report.bytes_read = bytes;
         for (c, why) in bad {
@@ -357,13 +362,17 @@ fn walk(repo: &Repository, index: &Index, root: &Id) -> Result<Scan> {
     Ok(scan)
 }
 
-/// Downloads and authenticates every chunk, a few at a time; returns the
-/// damaged ones with the reason, the number read and their plaintext bytes.
-fn read_chunks(
-    repo: &Repository,
-    index: &Index,
-    chunks: &[Id],
-) -> Result<(Vec<(Id, String)>, u64, u64)> {
+/// What reading the chunks found.
+struct ReadOutcome {
+    /// Damaged chunks with the reason.
+    bad: Vec<(Id, String)>,
+    read: u64,
+    /// Plaintext bytes of the chunks read.
+    bytes: u64,
+}
+
+/// Downloads and authenticates every chunk, a few at a time.
+fn read_chunks(repo: &Repository, index: &Index, chunks: &[Id]) -> Result<ReadOutcome> {
     let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let read = AtomicU64::new(0);
@@ -391,11 +400,11 @@ fn read_chunks(
     if let Some(e) = fatal.into_inner().expect("poisoned") {
         return Err(e.into());
     }
-    Ok((
-        bad.into_inner().expect("poisoned"),
-        read.into_inner(),
-        bytes.into_inner(),
-    ))
+    Ok(ReadOutcome {
+        bad: bad.into_inner().expect("poisoned"),
+        read: read.into_inner(),
+        bytes: bytes.into_inner(),
+    })
 }
 
 fn short(e: &RepoError) -> String {
