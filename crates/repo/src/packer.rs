@@ -5,7 +5,9 @@
 //! (the first thread to claim an id stores it), sealed on the calling thread
 //! (so compression and encryption run on every core), and appended to the
 //! open pack of its type. A full pack is uploaded in the background, with a
-//! bounded number of uploads in flight (bounded memory). Index files are
+//! bounded number of uploads in flight: a full pack stays open (its adders
+//! wait) until an upload slot is free, so the packs in memory are at most the
+//! open ones plus one per slot. Index files are
 //! written only after the packs they name are stored, a few packs at a time,
 //! so a backup killed at any moment leaves packs that are either indexed (and
 //! reused by the next backup) or unreferenced (and removed by prune).
@@ -16,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::blob::{self, BlobType, SealedBlob};
@@ -26,8 +28,12 @@ use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::PackBuilder;
 use crate::repo::{FileKind, Repository};
 
-/// Uploads in flight at once; each holds up to one pack in memory.
-const UPLOADS_IN_FLIGHT: usize = 4;
+/// Uploads in flight at once; each holds one pack in memory. One keeps a
+/// local disk busy while the next pack fills; each more costs a pack's worth
+/// of peak memory (measured on the mixed bench set: 4 in flight, before the
+/// slot was taken ahead of the swap, put the first backup at about twice
+/// restic's peak RSS).
+const UPLOADS_IN_FLIGHT: usize = 1;
 /// Write an index file after this many stored packs or this much time,
 /// whichever comes first: the work a crash can lose is bounded by it.
 const INDEX_EVERY_PACKS: usize = 8;
@@ -55,6 +61,7 @@ pub struct Packer<'r> {
     pack_size: usize,
     claimed: Mutex<HashSet<(BlobType, Id)>>,
     open: [Mutex<PackBuilder>; 2],
+    capacity: usize,
     uploads: Mutex<Vec<JoinHandle<Result<()>>>>,
     pending: Arc<Mutex<Pending>>,
     slots: Arc<Semaphore>,
@@ -69,14 +76,29 @@ impl<'r> Packer<'r> {
             level: repo.config.compression,
             pack_size: repo.config.pack_size as usize,
             claimed: Mutex::new(HashSet::new()),
-            open: [Mutex::new(PackBuilder::default()), Mutex::new(PackBuilder::default())],
+            open: [
+                Mutex::new(PackBuilder::default()),
+                Mutex::new(PackBuilder::default()),
+            ],
+            // Room for a full pack and its last blob, so a pack never grows by
+            // doubling (untouched capacity costs no memory).
+            capacity: repo.config.pack_size as usize
+                + repo.config.chunker.max_size as usize
+                + (1 << 16),
             uploads: Mutex::new(Vec::new()),
             pending: Arc::new(Mutex::new(Pending {
                 packs: Vec::new(),
                 last_write: Instant::now(),
                 written: Vec::new(),
             })),
-            slots: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
+            // (The variable is for measuring; not a stable interface.)
+            slots: Arc::new(Semaphore::new(
+                std::env::var("TIDEMARK_UPLOADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(UPLOADS_IN_FLIGHT)
+                    .max(1),
+            )),
             stats: PackerStats::default(),
         }
     }
@@ -87,7 +109,12 @@ impl<'r> Packer<'r> {
 
     /// Whether the repository (or this session) already has the blob.
     pub fn known(&self, kind: BlobType, id: &Id) -> bool {
-        self.index.has_live(kind, id) || self.claimed.lock().expect("poisoned").contains(&(kind, *id))
+        self.index.has_live(kind, id)
+            || self
+                .claimed
+                .lock()
+                .expect("poisoned")
+                .contains(&(kind, *id))
     }
 
     /// Claim `id`: true when the caller is the one that must store it.
@@ -102,13 +129,25 @@ impl<'r> Packer<'r> {
         if !self.claim(kind, &id) {
             return Ok((id, false));
         }
-        self.add_sealed(blob::seal(self.repo.cipher(), id, kind, self.level_for(kind), plain))?;
+        self.add_sealed(blob::seal(
+            self.repo.cipher(),
+            id,
+            kind,
+            self.level_for(kind),
+            plain,
+        ))?;
         Ok((id, true))
     }
 
     /// Store an already-claimed blob whose id the caller computed.
     pub fn save_claimed(&self, kind: BlobType, id: Id, plain: &[u8]) -> Result<()> {
-        self.add_sealed(blob::seal(self.repo.cipher(), id, kind, self.level_for(kind), plain))
+        self.add_sealed(blob::seal(
+            self.repo.cipher(),
+            id,
+            kind,
+            self.level_for(kind),
+            plain,
+        ))
     }
 
     fn level_for(&self, kind: BlobType) -> i32 {
@@ -121,24 +160,43 @@ impl<'r> Packer<'r> {
 
     pub fn add_sealed(&self, b: SealedBlob) -> Result<()> {
         self.stats.blobs_new.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_new_raw.fetch_add(b.raw_len as u64, Ordering::Relaxed);
-        self.stats.bytes_new_stored.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_new_raw
+            .fetch_add(b.raw_len as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_new_stored
+            .fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
         let full = {
             let mut open = self.open[b.kind as usize].lock().expect("poisoned");
+            if open.is_empty() {
+                *open = PackBuilder::with_capacity(self.capacity);
+            }
             open.add(b);
             if open.len() >= self.pack_size {
-                Some(std::mem::replace(&mut *open, PackBuilder::with_capacity(self.pack_size + self.pack_size / 8)))
+                // Wait for a slot before the swap, holding the lock: this
+                // pack's adders wait too (back-pressure), instead of filling
+                // more packs that would wait in memory.
+                let permit = self.slot();
+                Some((std::mem::take(&mut *open), permit))
             } else {
                 None
             }
         };
-        if let Some(p) = full {
-            self.upload(p)?;
+        if let Some((p, permit)) = full {
+            self.upload(p, permit)?;
         }
         Ok(())
     }
 
-    fn upload(&self, builder: PackBuilder) -> Result<()> {
+    /// An upload slot; blocks this (engine) thread while all are busy.
+    fn slot(&self) -> OwnedSemaphorePermit {
+        self.repo
+            .runtime()
+            .block_on(self.slots.clone().acquire_owned())
+            .expect("semaphore never closed")
+    }
+
+    fn upload(&self, builder: PackBuilder, permit: OwnedSemaphorePermit) -> Result<()> {
         if builder.is_empty() {
             return Ok(());
         }
@@ -146,11 +204,6 @@ impl<'r> Packer<'r> {
         let pack = builder.finish(self.repo.cipher());
         self.stats.packs.fetch_add(1, Ordering::Relaxed);
         let rt = self.repo.runtime();
-        // Blocks this (engine) thread while all upload slots are busy: that is
-        // the back-pressure that bounds memory.
-        let permit = rt
-            .block_on(self.slots.clone().acquire_owned())
-            .expect("semaphore never closed");
         let store = self.repo.store().clone();
         let pending = self.pending.clone();
         let key = FileKind::Pack.key(&pack.id);
@@ -160,7 +213,10 @@ impl<'r> Packer<'r> {
             drop(permit);
             let due = {
                 let mut p = pending.lock().expect("poisoned");
-                p.packs.push(IndexPack { id: pack.id, blobs: pack.entries });
+                p.packs.push(IndexPack {
+                    id: pack.id,
+                    blobs: pack.entries,
+                });
                 if p.packs.len() >= INDEX_EVERY_PACKS || p.last_write.elapsed() >= INDEX_EVERY {
                     p.last_write = Instant::now();
                     Some(std::mem::take(&mut p.packs))
@@ -202,7 +258,10 @@ impl<'r> Packer<'r> {
     pub fn flush(&self) -> Result<Vec<Id>> {
         for kind in [BlobType::Data, BlobType::Tree] {
             let b = std::mem::take(&mut *self.open[kind as usize].lock().expect("poisoned"));
-            self.upload(b)?;
+            if !b.is_empty() {
+                let permit = self.slot();
+                self.upload(b, permit)?;
+            }
         }
         let handles: Vec<_> = std::mem::take(&mut *self.uploads.lock().expect("poisoned"));
         let mut first_err = None;
@@ -220,7 +279,9 @@ impl<'r> Packer<'r> {
             let id = self.repo.block_on(sealer.store(self.repo.store(), packs))?;
             self.pending.lock().expect("poisoned").written.push(id);
         }
-        Ok(std::mem::take(&mut self.pending.lock().expect("poisoned").written))
+        Ok(std::mem::take(
+            &mut self.pending.lock().expect("poisoned").written,
+        ))
     }
 }
 
@@ -238,10 +299,15 @@ impl IndexSealer {
     }
 
     async fn store(&self, store: &tidemark_store::DynStore, packs: Vec<IndexPack>) -> Result<Id> {
-        let f = IndexFile { packs, obsolete: Vec::new() };
+        let f = IndexFile {
+            packs,
+            obsolete: Vec::new(),
+        };
         let bytes = crate::repo::seal_metadata(&self.cipher, &f.encode());
         let id = Id::of_stored(&bytes);
-        store.put(&FileKind::Index.key(&id), Bytes::from(bytes)).await?;
+        store
+            .put(&FileKind::Index.key(&id), Bytes::from(bytes))
+            .await?;
         Ok(id)
     }
 }

@@ -79,6 +79,11 @@ impl Node {
         }
     }
 
+    /// The exact name bytes, without allocating (the sort and search key).
+    pub fn name_key(&self) -> &[u8] {
+        self.name_bytes.as_deref().unwrap_or(self.name.as_bytes())
+    }
+
     pub fn set_name(&mut self, name: &std::ffi::OsStr) {
         use std::os::unix::ffi::OsStrExt;
         match name.to_str() {
@@ -124,8 +129,9 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// Sort by name bytes (the order of `OsStr` on Unix).
     pub fn sort(&mut self) {
-        self.nodes.sort_by(|a, b| a.name_os().cmp(&b.name_os()));
+        self.nodes.sort_by(|a, b| a.name_key().cmp(b.name_key()));
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -133,11 +139,20 @@ impl Tree {
     }
 
     pub fn decode(b: &[u8], id: &Id) -> Result<Tree> {
-        serde_json::from_slice(b).map_err(|e| RepoError::corrupt(format!("tree {id}"), e.to_string()))
+        serde_json::from_slice(b)
+            .map_err(|e| RepoError::corrupt(format!("tree {id}"), e.to_string()))
     }
 
+    /// The node named `name`: a binary search (stored trees are sorted),
+    /// then a scan in case this one is not. Nothing is allocated: a backup
+    /// calls this once per entry of a directory with the parent's listing.
     pub fn find(&self, name: &std::ffi::OsStr) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name_os() == name)
+        use std::os::unix::ffi::OsStrExt;
+        let key = name.as_bytes();
+        match self.nodes.binary_search_by(|n| n.name_key().cmp(key)) {
+            Ok(i) => Some(&self.nodes[i]),
+            Err(_) => self.nodes.iter().find(|n| n.name_key() == key),
+        }
     }
 }
 
@@ -151,7 +166,8 @@ mod opt_hex {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| hex::decode(s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| hex::decode(s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -162,41 +178,111 @@ pub(crate) mod tests {
 
     pub fn arb_node() -> impl Strategy<Value = Node> {
         (
-            proptest::collection::vec(any::<u8>().prop_filter("no slash or nul", |b| *b != b'/' && *b != 0), 1..20),
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no slash or nul", |b| *b != b'/' && *b != 0),
+                1..20,
+            ),
             0usize..7,
             any::<(u32, u32, u32, i64, i64, i64, u64, u64, u64)>(),
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
             any::<bool>(),
         )
-            .prop_map(|(name, k, (mode, uid, gid, m, a, c, ino, dev, size), content, sparse)| {
-                let kinds = [NodeKind::File, NodeKind::Dir, NodeKind::Symlink, NodeKind::Fifo, NodeKind::Socket, NodeKind::Chardev, NodeKind::Blockdev];
-                let mut n = Node {
-                    name: String::new(),
-                    name_bytes: None,
-                    kind: kinds[k],
-                    mode,
-                    uid,
-                    gid,
-                    user: "u".into(),
-                    group: String::new(),
-                    mtime_ns: m,
-                    atime_ns: a,
-                    ctime_ns: c,
-                    inode: ino,
-                    device: dev,
-                    links: 1,
-                    rdev: 0,
-                    size,
-                    content: content.into_iter().map(Id).collect(),
-                    sparse,
-                    subtree: None,
-                    target: None,
-                    target_bytes: None,
-                };
-                use std::os::unix::ffi::OsStrExt;
-                n.set_name(std::ffi::OsStr::from_bytes(&name));
+            .prop_map(
+                |(name, k, (mode, uid, gid, m, a, c, ino, dev, size), content, sparse)| {
+                    let kinds = [
+                        NodeKind::File,
+                        NodeKind::Dir,
+                        NodeKind::Symlink,
+                        NodeKind::Fifo,
+                        NodeKind::Socket,
+                        NodeKind::Chardev,
+                        NodeKind::Blockdev,
+                    ];
+                    let mut n = Node {
+                        name: String::new(),
+                        name_bytes: None,
+                        kind: kinds[k],
+                        mode,
+                        uid,
+                        gid,
+                        user: "u".into(),
+                        group: String::new(),
+                        mtime_ns: m,
+                        atime_ns: a,
+                        ctime_ns: c,
+                        inode: ino,
+                        device: dev,
+                        links: 1,
+                        rdev: 0,
+                        size,
+                        content: content.into_iter().map(Id).collect(),
+                        sparse,
+                        subtree: None,
+                        target: None,
+                        target_bytes: None,
+                    };
+                    use std::os::unix::ffi::OsStrExt;
+                    n.set_name(std::ffi::OsStr::from_bytes(&name));
+                    n
+                },
+            )
+    }
+
+    fn named(name: &[u8]) -> Node {
+        use std::os::unix::ffi::OsStrExt;
+        let mut n = Node {
+            name: String::new(),
+            name_bytes: None,
+            kind: NodeKind::File,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            mtime_ns: 0,
+            atime_ns: 0,
+            ctime_ns: 0,
+            inode: name.len() as u64,
+            device: 0,
+            links: 1,
+            rdev: 0,
+            size: 0,
+            content: Vec::new(),
+            sparse: false,
+            subtree: None,
+            target: None,
+            target_bytes: None,
+        };
+        n.set_name(std::ffi::OsStr::from_bytes(name));
+        n
+    }
+
+    #[test]
+    fn find_in_sorted_and_unsorted_trees() {
+        use std::os::unix::ffi::OsStrExt;
+        let names: [&[u8]; 6] = [b"b", b"a", b"\xff\xfe", b"B", b"a\xe9", b"ab"];
+        let mut t = Tree {
+            nodes: names.iter().map(|n| named(n)).collect(),
+        };
+        // Unsorted: found by the scan.
+        for n in names {
+            assert_eq!(
+                t.find(std::ffi::OsStr::from_bytes(n)).unwrap().name_key(),
                 n
-            })
+            );
+        }
+        t.sort();
+        // Sorted in byte order, the order `OsStr` compares in.
+        let keys: Vec<&[u8]> = t.nodes.iter().map(|n| n.name_key()).collect();
+        assert_eq!(keys, [&b"B"[..], b"a", b"ab", b"a\xe9", b"b", b"\xff\xfe"]);
+        for n in names {
+            assert_eq!(
+                t.find(std::ffi::OsStr::from_bytes(n)).unwrap().name_key(),
+                n
+            );
+        }
+        assert!(t.find(std::ffi::OsStr::new("c")).is_none());
+        assert!(t.find(std::ffi::OsStr::new("")).is_none());
     }
 
     proptest! {

@@ -1,0 +1,193 @@
+//! A memory budget shared by the file readers of one backup.
+//!
+//! Each reader borrows its read buffer from here, so the bytes held by all
+//! readers together stay near the limit whatever the thread count: more
+//! threads overlap more reads of small files, they do not multiply the
+//! memory of big ones. Full-size segments are pooled and reused: no page
+//! faults for fresh buffers, and the allocator cannot scatter them over
+//! per-thread arenas.
+//!
+//! Readers run inside a rayon pool, where a thread waiting in a join may run
+//! an unrelated job (another file) on top of its stack. Waiting for memory in
+//! such a nested job could deadlock (the memory is held by the frames below),
+//! so a thread that already holds a grant never waits, and no wait lasts
+//! longer than [`MAX_WAIT`]: past that the reader goes ahead over the limit.
+//! The limit is a target, not a hard cap; the overshoot is rare and small.
+
+use std::cell::Cell;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest wait for memory before going ahead anyway (see module doc).
+const MAX_WAIT: Duration = Duration::from_millis(500);
+
+thread_local! {
+    /// Bytes this thread holds through live grants.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+pub struct Budget {
+    limit: usize,
+    max_wait: Duration,
+    /// Size of a full segment: buffers of exactly this capacity are pooled.
+    segment: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+struct State {
+    used: usize,
+    pool: Vec<Vec<u8>>,
+}
+
+/// Borrowed memory: a buffer (empty, with the granted capacity) and its
+/// share of the budget, both given back on drop.
+pub struct Grant<'b> {
+    budget: &'b Budget,
+    bytes: usize,
+    pub buf: Vec<u8>,
+}
+
+impl Budget {
+    pub fn new(limit: usize, segment: usize) -> Budget {
+        Budget {
+            limit,
+            max_wait: MAX_WAIT,
+            segment,
+            state: Mutex::new(State {
+                used: 0,
+                pool: Vec::new(),
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub fn segment(&self) -> usize {
+        self.segment
+    }
+
+    /// Borrow a buffer of `len` bytes (at most one segment), waiting while
+    /// the budget is spent (see the module doc for when it does not wait).
+    pub fn take(&self, len: usize) -> Grant<'_> {
+        let len = len.min(self.segment);
+        let nested = HELD.with(|h| h.get()) > 0;
+        let start = Instant::now();
+        let mut st = self.state.lock().expect("poisoned");
+        while !nested && st.used > 0 && st.used + len > self.limit {
+            let left = self.max_wait.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            st = self.freed.wait_timeout(st, left).expect("poisoned").0;
+        }
+        self.grant(st, len)
+    }
+
+    /// Borrow a buffer only if the budget allows it now.
+    pub fn try_take(&self, len: usize) -> Option<Grant<'_>> {
+        let len = len.min(self.segment);
+        let st = self.state.lock().expect("poisoned");
+        (st.used + len <= self.limit).then(|| self.grant(st, len))
+    }
+
+    fn grant(&self, mut st: std::sync::MutexGuard<'_, State>, len: usize) -> Grant<'_> {
+        st.used += len;
+        let pooled = if len == self.segment {
+            st.pool.pop()
+        } else {
+            None
+        };
+        drop(st);
+        HELD.with(|h| h.set(h.get() + len));
+        let buf = pooled.unwrap_or_else(|| Vec::with_capacity(len));
+        Grant {
+            budget: self,
+            bytes: len,
+            buf,
+        }
+    }
+}
+
+impl Grant<'_> {
+    /// Bytes granted: how much the buffer may hold.
+    pub fn size(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        // Grants are dropped on the thread that took them (readers keep them
+        // on their stack), so the per-thread count stays exact.
+        HELD.with(|h| h.set(h.get().saturating_sub(self.bytes)));
+        let mut st = self.budget.state.lock().expect("poisoned");
+        st.used -= self.bytes;
+        // Only full segments are reused; the pool never holds more than the
+        // budget could lend at once.
+        if buf.capacity() == self.budget.segment
+            && st.pool.len() < self.budget.limit / self.budget.segment
+        {
+            buf.clear();
+            st.pool.push(buf);
+        }
+        drop(st);
+        self.budget.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_memory_and_reuses_segments() {
+        let b = Budget::new(16, 8);
+        let g1 = b.take(8);
+        let p1 = g1.buf.as_ptr();
+        let g2 = b.take(8);
+        assert!(b.try_take(8).is_none(), "budget spent");
+        drop(g2);
+        drop(g1);
+        // A new segment is one of the pooled buffers, not a fresh one.
+        let g3 = b.try_take(8).expect("budget free again");
+        let g4 = b.try_take(8).expect("budget free again");
+        assert!(g3.buf.as_ptr() == p1 || g4.buf.as_ptr() == p1);
+        assert_eq!(g3.buf.capacity(), 8);
+        assert!(g3.buf.is_empty());
+    }
+
+    #[test]
+    fn a_waiting_reader_goes_on_when_memory_is_freed() {
+        let b = Budget {
+            max_wait: Duration::from_secs(3600),
+            ..Budget::new(8, 8)
+        };
+        std::thread::scope(|s| {
+            let first = b.take(8);
+            let waiter = s.spawn(|| {
+                let g = b.take(8);
+                g.buf.capacity()
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            drop(first);
+            assert_eq!(waiter.join().unwrap(), 8);
+        });
+        assert_eq!(b.state.lock().unwrap().used, 0);
+    }
+
+    #[test]
+    fn a_thread_holding_memory_does_not_wait_for_more() {
+        // A wait this long would hang the test: it must not wait at all.
+        let b = Budget {
+            max_wait: Duration::from_secs(3600),
+            ..Budget::new(8, 8)
+        };
+        let g1 = b.take(8);
+        // Nested (same thread, grant held): goes ahead over the limit.
+        let g2 = b.take(8);
+        assert_eq!(b.state.lock().unwrap().used, 16);
+        drop((g1, g2));
+        assert_eq!(b.state.lock().unwrap().used, 0);
+    }
+}
