@@ -17,6 +17,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+pub mod cql;
+
 /// The passphrase every test repository is created with.
 pub const PASSWORD: &str = "correct horse battery staple 7f3a";
 
