@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
@@ -187,10 +186,6 @@ fn read_secret(path: &Path) -> Result<String> {
 fn api_error(e: CassandraError) -> ApiError {
     match e {
         CassandraError::Invalid(m) => ApiError::bad_request(m),
-        CassandraError::Node { .. } => ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: e.to_string(),
-        },
         other => ApiError::internal(other.to_string()),
     }
 }

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
-use tidemark_cluster::server::ApiResult;
+use tidemark_cluster::server::{ApiError, ApiResult};
 use tidemark_repo::backup::{BackupOptions, ParentChoice};
 use tidemark_repo::crypto::MasterKey;
 use tidemark_repo::progress::NoProgress;
@@ -61,6 +62,18 @@ pub(super) async fn handler(
             req.cluster
         ))));
     }
+    // A tag the node does not have is the caller's mistake: 404, before
+    // the agent counts as busy.
+    let (dirs, tag) = (shared.config.data_dirs.clone(), req.tag.clone());
+    let found = blocking(move || Ok(!view::find_snapshot(&dirs, &tag)?.is_empty()))
+        .await
+        .map_err(api_error)?;
+    if !found {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: no_snapshot(&shared, &req.tag),
+        });
+    }
     let s = shared.clone();
     exclusive(&shared, format!("upload {}", req.tag), async move {
         blocking(move || upload(&s, &req)).await
@@ -68,17 +81,19 @@ pub(super) async fn handler(
     .await
 }
 
+fn no_snapshot(s: &Shared, tag: &str) -> String {
+    format!(
+        "node {}: no snapshot tagged {tag:?} (take it first: POST /v1/snapshot)",
+        s.config.node_address
+    )
+}
+
 fn upload(s: &Shared, req: &UploadRequest) -> Result<UploadReply> {
     let work = s.work_dir()?;
     let tables = view::find_snapshot(&s.config.data_dirs, &req.tag)?;
     if tables.is_empty() {
-        return Err(CassandraError::Node {
-            node: s.config.node_address.to_string(),
-            reason: format!(
-                "no snapshot tagged {:?} (take it first: POST /v1/snapshot)",
-                req.tag
-            ),
-        });
+        // Cleared since the handler looked.
+        return Err(CassandraError::Invalid(no_snapshot(s, &req.tag)));
     }
     let view = view::stage(&work, &tables, &s.config.cassandra_yaml)?;
     let result = store(s, req, &view);
