@@ -217,18 +217,21 @@ fn check_three(shared: &Shared) -> Result<()> {
         IpAddr::V4(info.nodes[1].address)
     );
 
-    // Down: every process of the cluster, agents included, is gone.
-    let pids: Vec<(String, i32)> = root
-        .status()?
+    // Down: every process of the cluster, agents included, is gone, and so
+    // is every member of their process groups (an agent's nodetool JVMs).
+    let pgids: Vec<(String, i32)> = root
+        .cluster(&info.name)?
+        .processes
         .into_iter()
-        .map(|p| (p.name, p.pid))
+        .map(|p| (p.name, p.pgid))
         .collect();
+    assert_eq!(pgids.len(), 6);
     root.down()?;
-    for (name, pid) in &pids {
-        // Our own children, reaped by `down` itself.
+    for (name, pgid) in &pgids {
+        let left = running_in_group(*pgid)?;
         assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "{name} (pid {pid}) remains after down"
+            left.is_empty(),
+            "{name}: pids {left:?} of its group run after down"
         );
     }
     assert!(root.status()?.is_empty());
@@ -240,6 +243,28 @@ fn check_three(shared: &Shared) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Pids of running (not zombie) processes in process group `pgid`.
+fn running_in_group(pgid: i32) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state, ppid, pgrp.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
+            out.push(pid);
+        }
+    }
+    Ok(out)
 }
 
 #[test]
