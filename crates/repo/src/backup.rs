@@ -699,6 +699,7 @@ mod tests {
     use super::*;
     use crate::walk::tests::{random_bytes, TestRepo};
     use filetime::FileTime;
+    use std::os::unix::fs::MetadataExt;
 
     fn whole_file_ids(repo: &Repository, data: &[u8]) -> Vec<Id> {
         let cp = &repo.config.chunker;
@@ -787,13 +788,27 @@ mod tests {
             )
             .unwrap();
         };
-        let (id1, s1) = t.backup(&[&src]);
-        let f1 = node_at(&t.repo, &s1, &src.join("a/b/f"));
-
-        // Only atimes move (as reading and listing do): the same trees.
+        // Old atimes, set before the first backup (setting times moves the
+        // ctime): reading and listing then move the atimes (relatime).
         for p in ["a/b/f", "a/b", "a", "top"] {
             atime(&src.join(p), 1_000_000_000);
         }
+        let (id1, s1) = t.backup(&[&src]);
+        let f1 = node_at(&t.repo, &s1, &src.join("a/b/f"));
+
+        // Only atimes move, as reading and listing do: the same trees.
+        for p in ["a/b/f", "top"] {
+            std::fs::read(src.join(p)).unwrap();
+        }
+        for p in ["a/b", "a"] {
+            std::fs::read_dir(src.join(p)).unwrap().for_each(drop);
+        }
+        let moved = std::fs::metadata(src.join("a/b/f")).unwrap();
+        assert_ne!(
+            moved.atime() * 1_000_000_000 + moved.atime_nsec(),
+            f1.atime_ns,
+            "atime did not move"
+        );
         let (id2, s2) = t.backup(&[&src]);
         assert_ne!(id1, id2);
         // (The ancestors of src, such as /tmp, may change meanwhile.)
