@@ -96,8 +96,49 @@ fn show(v: &CqlValue) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        CqlValue::Timestamp(t) => timestamp(t.0),
+        CqlValue::Decimal(d) => {
+            let (bytes, scale) = d.as_signed_be_bytes_slice_and_exponent();
+            decimal(bytes, scale).unwrap_or_else(|| format!("{d:?}"))
+        }
         other => format!("{other:?}"),
     }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD hh:mm:ss.mmmZ` (UTC).
+fn timestamp(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{sec:02}.{milli:03}Z")
+}
+
+/// A CQL decimal (big-endian two's complement unscaled value, scale) as text,
+/// when the unscaled value fits in 128 bits.
+fn decimal(bytes: &[u8], scale: i32) -> Option<String> {
+    if bytes.len() > 16 || !(0..=38).contains(&scale) {
+        return None;
+    }
+    let neg = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let mut v: i128 = if neg { -1 } else { 0 };
+    for b in bytes {
+        v = (v << 8) | i128::from(*b);
+    }
+    let digits = v.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let digits = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = digits.split_at(digits.len() - scale);
+    let sign = if v < 0 { "-" } else { "" };
+    Some(if scale == 0 { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") })
 }
 
 #[cfg(test)]
@@ -109,5 +150,15 @@ mod tests {
         let s = split("CREATE TABLE a (k int); INSERT INTO a (k, v) VALUES (1, 'x;y');\n SELECT * FROM a");
         assert_eq!(s.len(), 3);
         assert!(s[1].ends_with("'x;y')"));
+    }
+
+    #[test]
+    fn shows_timestamps_and_decimals_as_text() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000Z");
+        assert_eq!(timestamp(1_770_804_060_000), "2026-02-11 10:01:00.000Z");
+        assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999Z");
+        assert_eq!(decimal(&[1, 35], 2).as_deref(), Some("2.91"));
+        assert_eq!(decimal(&[0xff, 0x38], 3).as_deref(), Some("-0.200"));
+        assert_eq!(decimal(&[5], 0).as_deref(), Some("5"));
     }
 }
