@@ -45,7 +45,8 @@ impl Cql {
             .connection_timeout(c.request_timeout.min(Duration::from_secs(10)))
             // The driver's own schema metadata is not needed: the schema is
             // taken from DESCRIBE, which is what a restore replays.
-            .fetch_schema_metadata(false);
+            .fetch_schema_metadata(false)
+            .fetch_full_schema_metadata(false);
         if let (Some(user), Some(file)) = (&c.username, &c.password_file) {
             let text = std::fs::read_to_string(file).map_err(|e| CassandraError::io(file, e))?;
             b = b.user(user, text.lines().next().unwrap_or("").to_string());
