@@ -40,7 +40,7 @@ use crate::config::AgentConfig;
 use crate::error::{CassandraError, Result};
 use crate::nodetool::Nodetool;
 
-pub use upload::{content_id, hostname, STORE_TAG};
+pub use upload::{hostname, STORE_TAG};
 pub use view::{is_sstable_component, valid_tag};
 
 /// A started agent: repository open, listener bound, not yet serving.

@@ -17,7 +17,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use tidemark_cluster::server::{ApiError, ApiResult};
 use tidemark_repo::backup::{BackupOptions, ParentChoice};
-use tidemark_repo::crypto::MasterKey;
 use tidemark_repo::progress::NoProgress;
 use tidemark_repo::tree::{Node, NodeKind};
 use tidemark_repo::walk::{Visit, Walker};
@@ -35,17 +34,6 @@ pub const STORE_TAG: &str = "cassandra";
 /// It picks the parent snapshot, so it must stay the same across backups.
 pub fn hostname(cluster: &str, node: &str) -> String {
     format!("cassandra/{cluster}/{node}")
-}
-
-/// A file's content identity: keyed BLAKE3 (the repository's id key) over
-/// its chunk ids in order, hex. Equal for equal content in one repository,
-/// meaningless outside it; computed from a tree node alone.
-pub fn content_id(key: &MasterKey, chunks: &[Id]) -> String {
-    let mut bytes = Vec::with_capacity(chunks.len() * Id::LEN);
-    for c in chunks {
-        bytes.extend_from_slice(&c.0);
-    }
-    key.blob_id(&bytes).to_hex()
 }
 
 pub(super) async fn handler(
@@ -179,7 +167,7 @@ fn table_files(s: &Shared, root: &Id, data: &Path) -> Result<Vec<TableFiles>> {
                 .push(SstableFile {
                     name: parts[2..].join("/"),
                     size: node.size,
-                    content: content_id(key, &node.content),
+                    content: crate::api::file_content(key, &node.content),
                 });
         }
         Ok(Visit::Descend)
