@@ -16,6 +16,7 @@
 //! The target keyspace and table may differ from the source's (restore
 //! under another name). The staging is removed afterwards, also on failure.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,12 +52,8 @@ pub(super) async fn import_handler(
         req.snapshot.short()
     );
     exclusive(&shared, what, async move {
-        let staging = unique_dir(&s.work_dir()?.join(RESTORE_DIR));
-        let result = import(&s, &req, &staging).await;
-        let cleaned = remove_dir(staging).await;
-        let reply = result?;
-        cleaned?;
-        Ok(reply)
+        let parent = s.work_dir()?.join(RESTORE_DIR);
+        in_staging(parent, |dir| async move { import(&s, &req, &dir).await }).await
     })
     .await
 }
@@ -84,12 +81,8 @@ pub(super) async fn load_handler(
         req.snapshots.len()
     );
     exclusive(&shared, what, async move {
-        let staging = unique_dir(&s.work_dir()?.join(LOAD_DIR));
-        let result = load(&s, &req, &staging).await;
-        let cleaned = remove_dir(staging).await;
-        let reply = result?;
-        cleaned?;
-        Ok(reply)
+        let parent = s.work_dir()?.join(LOAD_DIR);
+        in_staging(parent, |dir| async move { load(&s, &req, &dir).await }).await
     })
     .await
 }
@@ -135,6 +128,21 @@ fn unique_dir(parent: &Path) -> PathBuf {
         Utc::now().format("%Y%m%dT%H%M%S"),
         Id::random().short()
     ))
+}
+
+/// Runs `work` in a fresh dir below `parent`, removed afterwards, also when
+/// `work` fails (a failed removal is reported only if `work` succeeded).
+async fn in_staging<T, F, Fut>(parent: PathBuf, work: F) -> Result<T>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let staging = unique_dir(&parent);
+    let result = work(staging.clone()).await;
+    let cleaned = remove_dir(staging).await;
+    let reply = result?;
+    cleaned?;
+    Ok(reply)
 }
 
 async fn remove_dir(dir: PathBuf) -> Result<()> {
