@@ -100,9 +100,10 @@ pub async fn backup(
     for (a, r) in targets.iter().zip(cleared) {
         if let Err(e) = r {
             let m = format!("clearing snapshot {tag} on node {} failed (remove it with nodetool clearsnapshot -t {tag}): {e}", a.address);
-            tracing::warn!("{m}");
-            if let Some(p) = progress {
-                p.warn(&m);
+            // Once: the CLI shows both the log and the progress warnings.
+            match progress {
+                Some(p) => p.warn(&m),
+                None => tracing::warn!("{m}"),
             }
         }
     }

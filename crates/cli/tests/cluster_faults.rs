@@ -417,38 +417,41 @@ fn write_bulk(info: &Info) {
     });
 }
 
-/// Node `n`'s agent restarted with a low `[limits] upload-kib-per-sec`, so
-/// that its upload lasts long enough to be hit. Dropping it puts the
-/// testbed's agent file back and starts the agent again (also after a kill).
-struct Throttled {
+/// Node `n`'s agent restarted with a changed file (e.g. a low `[limits]
+/// upload-kib-per-sec`, so that its upload lasts long enough to be hit).
+/// Dropping it puts the testbed's agent file back and starts the agent
+/// again (also after a kill).
+struct AgentFile {
     shared: &'static Shared,
     n: usize,
     path: PathBuf,
     original: String,
 }
 
-impl Throttled {
-    fn new(shared: &'static Shared, n: usize) -> Throttled {
+impl AgentFile {
+    fn new(shared: &'static Shared, n: usize, change: impl FnOnce(&str) -> String) -> AgentFile {
         let info: Info = shared.info();
         let path = info.agent(n).unwrap().config.clone();
         let original = fs::read_to_string(&path).unwrap();
-        assert!(!original.contains("[limits]"), "{original}");
-        fs::write(
-            &path,
-            format!("{original}\n[limits]\nupload-kib-per-sec = {UPLOAD_KIB_PER_SEC}\n"),
-        )
-        .unwrap();
+        fs::write(&path, change(&original)).unwrap();
         restart_agent(shared, n).unwrap();
-        Throttled {
+        AgentFile {
             shared,
             n,
             path,
             original,
         }
     }
+
+    fn throttled(shared: &'static Shared, n: usize) -> AgentFile {
+        AgentFile::new(shared, n, |text| {
+            assert!(!text.contains("[limits]"), "{text}");
+            format!("{text}\n[limits]\nupload-kib-per-sec = {UPLOAD_KIB_PER_SEC}\n")
+        })
+    }
 }
 
-impl Drop for Throttled {
+impl Drop for AgentFile {
     fn drop(&mut self) {
         let r = fs::write(&self.path, &self.original)
             .map_err(anyhow::Error::from)
@@ -469,50 +472,73 @@ fn restart_agent(shared: &Shared, n: usize) -> anyhow::Result<()> {
     cassandra::start_agent(root, name, n)
 }
 
+/// A `tidemark cluster backup` running in the background.
+struct Running {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+        for v in [
+            "TIDEMARK_REPOSITORY",
+            "TIDEMARK_PASSWORD",
+            "TIDEMARK_PASSWORD_FILE",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd.args(["cluster", "backup", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn ended(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    fn finish(mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.join().unwrap(),
+            stderr: self.stderr.join().unwrap(),
+        }
+    }
+}
+
 /// Runs `tidemark cluster backup` and calls `hit` as soon as the agent whose
 /// work dir is `work` uploads (its staged view exists).
 fn backup_hit_while_uploading(config: &Path, work: &Path, hit: impl FnOnce()) -> Output {
     let view = work.join("view");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
-    for v in [
-        "TIDEMARK_REPOSITORY",
-        "TIDEMARK_PASSWORD",
-        "TIDEMARK_PASSWORD_FILE",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd.args(["cluster", "backup", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let mut run = Running::start(config);
     let mut hit = Some(hit);
-    loop {
+    while !run.ended() {
         if view.exists() {
             (hit.take().unwrap())();
             break;
         }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = child.wait().unwrap();
-    let out = Output {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
+    let out = run.finish();
     assert!(
         hit.is_none(),
         "the backup ended ({}) before {} existed:\n{}",
@@ -545,7 +571,7 @@ fn agent_killed_while_uploading_fails_the_backup_naming_its_node() {
     let before = listed_tags(&config);
     write_bulk(&info);
 
-    let throttled = Throttled::new(shared, n);
+    let throttled = AgentFile::throttled(shared, n);
     let out = backup_hit_while_uploading(&config, &work, || {
         let agent = shared.root.process(&shared.name, "agent2").unwrap();
         sigkill(agent.pid, "agent of node 2");
@@ -600,7 +626,7 @@ fn node_killed_while_uploading_leaves_a_complete_backup() {
     let before = listed_tags(&config);
     write_bulk(&info);
 
-    let throttled = Throttled::new(shared, n);
+    let throttled = AgentFile::throttled(shared, n);
     let out = backup_hit_while_uploading(&config, &work, || {
         let jvm = shared.root.process(&shared.name, "node3").unwrap();
         sigkill(jvm.pid, "node 3");
@@ -678,13 +704,18 @@ impl Drop for NodeBack {
 // ---------------------------------------------------------------------------
 // A bootstrap under way
 
-/// A fourth node joins while the backup checks the cluster: refused, naming
-/// the joining node, nothing listed. The new node runs in Cassandra's write
-/// survey mode (`-Dcassandra.write_survey=true`): it bootstraps like any new
-/// node (Joining in every node's `nodetool status`) and then stays Joining
-/// until `nodetool join`, so the bootstrap overlaps the backup's checks
-/// however slow the machine is. It is then stopped and removed from the
-/// ring, and the testbed's files are put back.
+/// A fourth node starts to bootstrap, first while the nodes take their
+/// snapshots (the re-check after the cut fails the backup), then with it
+/// still joining before a backup starts (the freeze check refuses it after
+/// its wait). Both name the joining node; nothing is listed and the cut's
+/// snapshots are cleared on every node.
+///
+/// Deterministic on a slow machine: node 1's agent runs `nodetool snapshot`
+/// through a gate the test opens once the new node is Joining, and the new
+/// node runs in Cassandra's write survey mode (`-Dcassandra.write_survey=true`):
+/// it bootstraps like any new node (Joining in every node's `nodetool
+/// status`) and then stays Joining until `nodetool join`. It is then stopped
+/// and removed from the ring, and the testbed's files are put back.
 #[test]
 fn a_bootstrap_under_way_is_refused_naming_the_joining_node() {
     let _g = serial();
@@ -696,7 +727,95 @@ fn a_bootstrap_under_way_is_refused_naming_the_joining_node() {
     let n = info.nodes.iter().map(|x| x.node).max().unwrap() + 1;
     let block = info.nodes[0].address.octets()[2];
     let joining = std::net::Ipv4Addr::new(127, 0, block, n as u8).to_string();
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    // The operator's file from before the node was added (add_node lists the
+    // new node's agent in the testbed's file).
+    let operators = write(d, "cluster.toml", &ring_back.toml);
 
+    // 1. The bootstrap starts during the cut.
+    let (started, go) = (d.join("snapshot-started"), d.join("go"));
+    let real: Vec<String> = AgentConfig::load(&info.agent(1).unwrap().config)
+        .unwrap()
+        .nodetool
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let gate = write(
+        d,
+        "gated-nodetool",
+        &format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = snapshot ]; then\n\
+             \x20 touch '{started}'\n\
+             \x20 i=0\n\
+             \x20 while [ ! -e '{go}' ] && [ $i -lt 1800 ]; do sleep 0.5; i=$((i+1)); done\n\
+             fi\n\
+             exec {real} \"$@\"\n",
+            started = started.display(),
+            go = go.display(),
+            real = real.join(" ")
+        ),
+    );
+    fs::set_permissions(&gate, fs::Permissions::from_mode(0o755)).unwrap();
+    let gated = AgentFile::new(shared, 1, |text| {
+        set_key(text, "nodetool", &format!("[\"{}\"]", gate.display()))
+    });
+    let mut run = Running::start(&operators);
+    wait_until("node 1's snapshot", Duration::from_secs(600), || {
+        started.exists() || run.ended()
+    });
+    assert!(started.exists(), "the backup ended before the snapshot");
+    let adder = start_joining(shared, &info, n, &joining);
+    fs::write(&go, "").unwrap();
+    let out = run.finish();
+    let err = failed(&out, "bootstrap during the cut");
+    assert!(
+        err.contains("topology changed during the backup")
+            && err.contains(&format!("node {joining} (host id"))
+            && err.contains("Joining"),
+        "{err}"
+    );
+    let tag = tag_of(&out);
+    for x in &info.nodes {
+        let left = snapshot_dirs(x, &tag);
+        assert!(left.is_empty(), "node {}: {left:?}", x.address);
+    }
+    assert_eq!(listed_tags(&config), before, "a failed backup was listed");
+    drop(gated);
+
+    // 2. Still joining when the next backup starts: refused after the wait.
+    let short = write(
+        d,
+        "short.toml",
+        &format!("{}\n[backup]\nfreeze-wait = \"5s\"\n", ring_back.toml),
+    );
+    let out = backup(&short);
+    let err = failed(&out, "bootstrap under way");
+    assert!(
+        err.contains("cluster not ready for a consistent backup")
+            && err.contains(&format!("node {joining} (host id"))
+            && err.contains("Joining"),
+        "{err}"
+    );
+    assert_eq!(listed_tags(&config), before, "a refused backup was listed");
+
+    drop(ring_back);
+    match adder.join().unwrap() {
+        Ok(_) => panic!("add_node succeeded although the node never left write survey mode"),
+        Err(e) => println!("add_node ended as expected: {e}"),
+    }
+}
+
+/// Starts node `n` in write survey mode (see above) and returns once node 1
+/// sees it Joining; the thread runs `add_node`, which ends with an error
+/// once the node is stopped.
+fn start_joining(
+    shared: &'static Shared,
+    info: &Info,
+    n: usize,
+    joining: &str,
+) -> std::thread::JoinHandle<anyhow::Result<NodeInfo>> {
     // Only the new node's JVM may see the option: it is set while add_node
     // spawns it, and removed once the node runs.
     std::env::set_var("JDK_JAVA_OPTIONS", "-Dcassandra.write_survey=true");
@@ -715,7 +834,7 @@ fn a_bootstrap_under_way_is_refused_naming_the_joining_node() {
                 !adder.is_finished(),
                 "add_node ended before the node joined"
             );
-            cassandra::nodetool_ok(&info, 1, &["status"])
+            cassandra::nodetool_ok(info, 1, &["status"])
                 .map(|s| {
                     s.lines()
                         .any(|l| l.starts_with("UJ") && l.contains(&format!("{joining} ")))
@@ -723,28 +842,7 @@ fn a_bootstrap_under_way_is_refused_naming_the_joining_node() {
                 .unwrap_or(false)
         },
     );
-
-    // The operator's file from before the node was added (add_node lists
-    // the new node's agent in the testbed's file).
-    let d = tempfile::tempdir().unwrap();
-    let short = write(
-        d.path(),
-        "short.toml",
-        &format!("{}\n[backup]\nfreeze-wait = \"5s\"\n", ring_back.toml),
-    );
-    let out = backup(&short);
-    let err = failed(&out, "bootstrap under way");
-    assert!(
-        err.contains(&format!("node {joining} (host id")) && err.contains("Joining"),
-        "{err}"
-    );
-    assert_eq!(listed_tags(&config), before, "a refused backup was listed");
-
-    drop(ring_back);
-    match adder.join().unwrap() {
-        Ok(_) => panic!("add_node succeeded although the node never left write survey mode"),
-        Err(e) => println!("add_node ended as expected: {e:#}"),
-    }
+    adder
 }
 
 /// Puts the shared cluster back as it was before a node was added: stops the
