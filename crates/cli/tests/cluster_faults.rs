@@ -680,6 +680,51 @@ fn node_killed_while_uploading_leaves_a_complete_backup() {
     verify_read_data(&config, &id);
 }
 
+/// SIGKILL of node 3's JVM during the cut (its `nodetool snapshot` held at
+/// a gate until the node is dead): the backup fails naming the node and the
+/// step, nothing is listed, the other nodes' snapshots are cleared, and with
+/// the node back the next backup succeeds and verifies with every chunk read.
+#[test]
+fn node_killed_during_the_cut_fails_the_backup_naming_it() {
+    let _g = serial();
+    let shared = shared();
+    let info: Info = shared.info();
+    let config = config_file(shared);
+    let n = 3;
+    let node = info.node(n).unwrap();
+    let before = listed_tags(&config);
+    let d = tempfile::tempdir().unwrap();
+
+    let gate = Gate::new(shared, n, d.path());
+    let mut run = Running::start(&config);
+    gate.wait_reached(&mut run);
+    let jvm = shared.root.process(&shared.name, "node3").unwrap();
+    let node_back = NodeBack { shared, n };
+    sigkill(jvm.pid, "node 3");
+    wait_until("node 3's JVM gone", Duration::from_secs(60), || {
+        !jvm.is_alive()
+    });
+    gate.open();
+    let out = run.finish();
+    let err = failed(&out, "node killed during the cut");
+    assert!(
+        err.contains(&format!("node {}: snapshot failed", node.address)),
+        "{err}"
+    );
+    let tag = tag_of(&out);
+    assert_eq!(listed_tags(&config), before, "a failed backup was listed");
+    for x in &info.nodes {
+        let left = snapshot_dirs(x, &tag);
+        assert!(left.is_empty(), "node {}: {left:?}", x.address);
+    }
+
+    drop(node_back);
+    drop(gate);
+    let id = backup_ok(&config, "after the node was back");
+    verify_read_data(&config, &id);
+    assert_eq!(listed_tags(&config).len(), before.len() + 1);
+}
+
 /// Starts node `n` again when dropped (if it is not running).
 struct NodeBack {
     shared: &'static Shared,
@@ -734,40 +779,11 @@ fn a_bootstrap_under_way_is_refused_naming_the_joining_node() {
     let operators = write(d, "cluster.toml", &ring_back.toml);
 
     // 1. The bootstrap starts during the cut.
-    let (started, go) = (d.join("snapshot-started"), d.join("go"));
-    let real: Vec<String> = AgentConfig::load(&info.agent(1).unwrap().config)
-        .unwrap()
-        .nodetool
-        .iter()
-        .map(|a| format!("'{a}'"))
-        .collect();
-    let gate = write(
-        d,
-        "gated-nodetool",
-        &format!(
-            "#!/bin/sh\n\
-             if [ \"$1\" = snapshot ]; then\n\
-             \x20 touch '{started}'\n\
-             \x20 i=0\n\
-             \x20 while [ ! -e '{go}' ] && [ $i -lt 1800 ]; do sleep 0.5; i=$((i+1)); done\n\
-             fi\n\
-             exec {real} \"$@\"\n",
-            started = started.display(),
-            go = go.display(),
-            real = real.join(" ")
-        ),
-    );
-    fs::set_permissions(&gate, fs::Permissions::from_mode(0o755)).unwrap();
-    let gated = AgentFile::new(shared, 1, |text| {
-        set_key(text, "nodetool", &format!("[\"{}\"]", gate.display()))
-    });
+    let gate = Gate::new(shared, 1, d);
     let mut run = Running::start(&operators);
-    wait_until("node 1's snapshot", Duration::from_secs(600), || {
-        started.exists() || run.ended()
-    });
-    assert!(started.exists(), "the backup ended before the snapshot");
+    gate.wait_reached(&mut run);
     let adder = start_joining(shared, &info, n, &joining);
-    fs::write(&go, "").unwrap();
+    gate.open();
     let out = run.finish();
     let err = failed(&out, "bootstrap during the cut");
     assert!(
@@ -782,7 +798,7 @@ fn a_bootstrap_under_way_is_refused_naming_the_joining_node() {
         assert!(left.is_empty(), "node {}: {left:?}", x.address);
     }
     assert_eq!(listed_tags(&config), before, "a failed backup was listed");
-    drop(gated);
+    drop(gate);
 
     // 2. Still joining when the next backup starts: refused after the wait.
     let short = write(
@@ -804,6 +820,68 @@ fn a_bootstrap_under_way_is_refused_naming_the_joining_node() {
     match adder.join().unwrap() {
         Ok(_) => panic!("add_node succeeded although the node never left write survey mode"),
         Err(e) => println!("add_node ended as expected: {e}"),
+    }
+}
+
+/// Node `n`'s agent with `nodetool snapshot` held at a gate: the snapshot
+/// waits until the test opens it, so that something can happen during the
+/// cut however slow the machine is. Dropping it restores the agent.
+struct Gate {
+    started: PathBuf,
+    go: PathBuf,
+    _agent: AgentFile,
+}
+
+impl Gate {
+    fn new(shared: &'static Shared, n: usize, dir: &Path) -> Gate {
+        let info: Info = shared.info();
+        let (started, go) = (dir.join("snapshot-started"), dir.join("go"));
+        let real: Vec<String> = AgentConfig::load(&info.agent(n).unwrap().config)
+            .unwrap()
+            .nodetool
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect();
+        let script = write(
+            dir,
+            "gated-nodetool",
+            &format!(
+                "#!/bin/sh\n\
+                 if [ \"$1\" = snapshot ]; then\n\
+                 \x20 touch '{started}'\n\
+                 \x20 i=0\n\
+                 \x20 while [ ! -e '{go}' ] && [ $i -lt 1800 ]; do sleep 0.5; i=$((i+1)); done\n\
+                 fi\n\
+                 exec {real} \"$@\"\n",
+                started = started.display(),
+                go = go.display(),
+                real = real.join(" ")
+            ),
+        );
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let agent = AgentFile::new(shared, n, |text| {
+            set_key(text, "nodetool", &format!("[\"{}\"]", script.display()))
+        });
+        Gate {
+            started,
+            go,
+            _agent: agent,
+        }
+    }
+
+    /// Returns once the agent's snapshot waits at the gate.
+    fn wait_reached(&self, run: &mut Running) {
+        wait_until("the gated snapshot", Duration::from_secs(600), || {
+            self.started.exists() || run.ended()
+        });
+        assert!(
+            self.started.exists(),
+            "the backup ended before the snapshot"
+        );
+    }
+
+    fn open(&self) {
+        fs::write(&self.go, "").unwrap();
     }
 }
 
