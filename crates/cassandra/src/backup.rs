@@ -13,6 +13,7 @@
 //! touched to save the manifest (on a blocking thread: the engine is
 //! synchronous).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,10 +38,13 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// clearsnapshot and removing the agent's staging links.
 pub const CLEAR_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Every backup's snapshot tag starts so.
+pub const TAG_PREFIX: &str = "tidemark-";
+
 /// The tag all nodes snapshot under: `tidemark-<UTC yyyymmddThhmmssZ>-<6 hex>`.
 pub fn new_tag(now: DateTime<Utc>) -> String {
     format!(
-        "tidemark-{}-{}",
+        "{TAG_PREFIX}{}-{}",
         now.format("%Y%m%dT%H%M%SZ"),
         &Id::random().to_hex()[..6]
     )
@@ -66,8 +70,14 @@ pub async fn backup(
     let started = Utc::now();
 
     say("checking the cluster (all nodes up and normal, schema agreement, agents ready)");
-    let topology =
+    let ready =
         freeze::wait_ready(&cql, &agents, &repository_id, config.backup.freeze_wait).await?;
+    // Not cleared here: such a tag may be another coordinator's backup of
+    // this cluster, running now.
+    for m in leftovers(&ready.snapshot_tags) {
+        warn(progress, &m);
+    }
+    let topology = ready.topology;
     let targets = agents.for_topology(&topology);
     let check_secs = t0.elapsed().as_secs_f64();
 
@@ -100,14 +110,35 @@ pub async fn backup(
     for (a, r) in targets.iter().zip(cleared) {
         if let Err(e) = r {
             let m = format!("clearing snapshot {tag} on node {} failed (remove it with nodetool clearsnapshot -t {tag}): {e}", a.address);
-            // Once: the CLI shows both the log and the progress warnings.
-            match progress {
-                Some(p) => p.warn(&m),
-                None => tracing::warn!("{m}"),
-            }
+            warn(progress, &m);
         }
     }
     result
+}
+
+/// Once: the CLI shows both the log and the progress warnings.
+fn warn(progress: Option<&dyn Progress>, m: &str) {
+    match progress {
+        Some(p) => p.warn(m),
+        None => tracing::warn!("{m}"),
+    }
+}
+
+/// Backup snapshots an earlier run could not release (its agent or node
+/// died before the clear): they pin their SSTables' disk space until removed.
+fn leftovers(tags: &[(IpAddr, Vec<String>)]) -> Vec<String> {
+    tags.iter()
+        .flat_map(|(node, tags)| {
+            tags.iter()
+                .filter(|t| t.starts_with(TAG_PREFIX))
+                .map(move |t| {
+                    format!(
+                    "node {node} still has snapshot {t} of an earlier backup that was not released \
+                     (remove it with nodetool clearsnapshot -t {t})"
+                )
+                })
+        })
+        .collect()
 }
 
 struct Run<'a> {
@@ -243,13 +274,13 @@ impl Run<'_> {
     /// After the cut: the same nodes with the same host ids and tokens, and
     /// every agent still sees all of them Up and Normal.
     async fn recheck(&self) -> Result<()> {
-        let (now, problems) = freeze::check(self.cql, self.agents, &self.repository_id)
+        let now = freeze::check(self.cql, self.agents, &self.repository_id)
             .await
             .map_err(|e| {
                 CassandraError::TopologyChanged(format!("could not read it again: {e}"))
             })?;
-        let mut what = self.topology.differences(&now);
-        what.extend(problems.into_iter().map(|p| p.text));
+        let mut what = self.topology.differences(&now.topology);
+        what.extend(now.problems.into_iter().map(|p| p.text));
         if what.is_empty() {
             Ok(())
         } else {
@@ -300,6 +331,29 @@ mod tests {
         assert_eq!(hex.len(), 6);
         assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(new_tag(now), t, "two tags of the same second differ");
+    }
+
+    #[test]
+    fn only_backup_snapshots_are_leftovers() {
+        let a: IpAddr = "127.0.1.1".parse().unwrap();
+        let b: IpAddr = "127.0.1.2".parse().unwrap();
+        let tags = vec![
+            (
+                a,
+                vec![
+                    "mine".to_string(),
+                    "tidemark-20261125T160509Z-abcdef".into(),
+                ],
+            ),
+            (b, vec![]),
+        ];
+        let l = leftovers(&tags);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].starts_with("node 127.0.1.1 still has snapshot tidemark-20261125T160509Z-abcdef")
+                && l[0].ends_with("nodetool clearsnapshot -t tidemark-20261125T160509Z-abcdef)"),
+            "{l:?}"
+        );
     }
 
     #[test]

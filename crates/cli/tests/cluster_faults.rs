@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use common::{cql, run_command};
 use scylla::client::session_builder::SessionBuilder;
-use testbed::cassandra::{self, Info};
+use testbed::cassandra::{self, Info, NodeInfo};
 use tidemark_cassandra::config::AgentConfig;
 
 use support::*;
@@ -155,8 +155,9 @@ fn agent_faults_are_named_and_a_down_node_is_refused() {
 /// SIGKILL of node 2's `tidemark agent` while it uploads: the backup fails
 /// naming the node, nothing is listed, the other nodes' snapshots are
 /// cleared (the dead agent's node keeps its own, and the warning says how to
-/// clear it), and once the agent runs again the next backup succeeds and
-/// verifies with every chunk read.
+/// clear it), and once the agent runs again the next backup succeeds, warns
+/// that the node still has the old snapshot, and verifies with every chunk
+/// read.
 #[test]
 fn agent_killed_while_uploading_fails_the_backup_naming_its_node() {
     let _g = serial();
@@ -198,11 +199,32 @@ fn agent_killed_while_uploading_fails_the_backup_naming_its_node() {
     );
 
     drop(throttled);
-    cassandra::nodetool_ok(&info, n, &["clearsnapshot", "-t", &tag]).unwrap();
-    assert!(snapshot_dirs(node, &tag).is_empty());
-    let id = backup_ok(&config, "after the agent was back");
+    let id = backup_after_leftover(&config, node, &tag, "after the agent was back");
     verify_read_data(&config, &id);
     assert_eq!(listed_tags(&config).len(), before.len() + 1);
+    cassandra::nodetool_ok(&info, n, &["clearsnapshot", "-t", &tag]).unwrap();
+    assert!(snapshot_dirs(node, &tag).is_empty());
+}
+
+/// The next backup after one whose release failed on `node`: it succeeds
+/// and warns that `node` still has the old backup's snapshot `tag`.
+fn backup_after_leftover(config: &Path, node: &NodeInfo, tag: &str, what: &str) -> String {
+    assert!(
+        !snapshot_dirs(node, tag).is_empty(),
+        "{tag} is gone from {}",
+        node.address
+    );
+    let out = backup(config);
+    assert_eq!(out.code, 0, "{what}: backup failed:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "node {} still has snapshot {tag} of an earlier backup that was not released",
+            node.address
+        )),
+        "{what}: no warning about {tag}:\n{}",
+        out.stderr
+    );
+    out.stdout.trim().to_string()
 }
 
 /// SIGKILL of node 3's Cassandra JVM while its agent uploads. The cut was
@@ -211,7 +233,8 @@ fn agent_killed_while_uploading_fails_the_backup_naming_its_node() {
 /// backup is complete: it is listed, the killed node's part holds the new
 /// data, and `verify --read-data` passes. Only the release fails on that
 /// node (no JMX), which is warned with the command to run; the other nodes'
-/// snapshots are cleared. With the node back, the next backup succeeds.
+/// snapshots are cleared. With the node back, the next backup succeeds and
+/// warns that the node still has the old snapshot.
 #[test]
 fn node_killed_while_uploading_leaves_a_complete_backup() {
     let _g = serial();
@@ -274,10 +297,10 @@ fn node_killed_while_uploading_leaves_a_complete_backup() {
 
     drop(node_back);
     drop(throttled);
+    let id = backup_after_leftover(&config, node, &tag, "after the node was back");
+    verify_read_data(&config, &id);
     cassandra::nodetool_ok(&info, n, &["clearsnapshot", "-t", &tag]).unwrap();
     assert!(snapshot_dirs(node, &tag).is_empty());
-    let id = backup_ok(&config, "after the node was back");
-    verify_read_data(&config, &id);
 }
 
 /// SIGKILL of node 3's JVM during the cut (its `nodetool snapshot` held at

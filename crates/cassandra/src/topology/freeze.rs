@@ -287,6 +287,14 @@ pub fn assess(
     out
 }
 
+/// A cluster found ready: its topology, and the snapshot tags every node
+/// had on disk then (per node address, as its agent reported them).
+#[derive(Debug)]
+pub struct Ready {
+    pub topology: Topology,
+    pub snapshot_tags: Vec<(IpAddr, Vec<String>)>,
+}
+
 /// Waits until nothing stops a consistent backup (polling every [`POLL`])
 /// and returns the topology then; refuses with
 /// [`CassandraError::NotReady`] naming every problem when the wait is over
@@ -296,12 +304,17 @@ pub async fn wait_ready(
     agents: &Agents,
     repository_id: &str,
     wait: Duration,
-) -> Result<Topology> {
+) -> Result<Ready> {
     let deadline = Instant::now() + wait;
     loop {
         let problems = match check(cql, agents, repository_id).await {
-            Ok((t, p)) if p.is_empty() => return Ok(t),
-            Ok((_, p)) => p,
+            Ok(r) if r.problems.is_empty() => {
+                return Ok(Ready {
+                    topology: r.topology,
+                    snapshot_tags: r.snapshot_tags,
+                })
+            }
+            Ok(r) => r.problems,
             // A node may be restarting: the next poll can reach another.
             Err(e) => vec![Problem::wait(e.to_string())],
         };
@@ -314,17 +327,36 @@ pub async fn wait_ready(
     }
 }
 
-/// One reading: the topology and what is wrong with it.
-pub async fn check(
-    cql: &Cql,
-    agents: &Agents,
-    repository_id: &str,
-) -> Result<(Topology, Vec<Problem>)> {
+/// One reading of the cluster.
+#[derive(Debug)]
+pub struct Reading {
+    pub topology: Topology,
+    /// What stops a consistent backup now (empty: ready).
+    pub problems: Vec<Problem>,
+    /// Snapshot tags on disk, per node whose agent answered.
+    pub snapshot_tags: Vec<(IpAddr, Vec<String>)>,
+}
+
+/// One reading: the topology, what is wrong with it, and the snapshot tags.
+pub async fn check(cql: &Cql, agents: &Agents, repository_id: &str) -> Result<Reading> {
     let t = cql.discover().await?;
     let mine = agents.for_topology(&t);
     let st = statuses(&mine).await;
     let problems = assess(&t, agents, &mine, &st, repository_id);
-    Ok((t, problems))
+    let snapshot_tags = mine
+        .iter()
+        .zip(&st)
+        .filter_map(|(a, s)| {
+            s.as_ref()
+                .ok()
+                .map(|s| (a.address, s.snapshot_tags.clone()))
+        })
+        .collect();
+    Ok(Reading {
+        topology: t,
+        problems,
+        snapshot_tags,
+    })
 }
 
 #[cfg(test)]
