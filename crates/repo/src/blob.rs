@@ -7,6 +7,7 @@
 //! thread and reused, not rebuilt per blob.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -51,8 +52,15 @@ thread_local! {
 
 /// Compress with this thread's reused context; `None` when it does not shrink.
 pub fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    compress_into(level, data, &mut out).then_some(out)
+}
+
+/// Compress into `out` (its old content is replaced, its capacity reused);
+/// false when compression does not shrink `data` by at least 1/64.
+pub fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> bool {
     if level == 0 || data.len() < 64 {
-        return None;
+        return false;
     }
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -61,12 +69,58 @@ pub fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
         }
         let (_, c) = slot.as_mut().expect("just set");
         // Anything at or above the input size is useless: stop there.
-        let mut out = Vec::with_capacity(data.len());
-        match c.compress_to_buffer(data, &mut out) {
-            Ok(n) if n < data.len() - data.len() / 64 => Some(out),
-            _ => None,
-        }
+        out.clear();
+        out.reserve(data.len());
+        matches!(c.compress_to_buffer(data, out), Ok(n) if n < data.len() - data.len() / 64)
     })
+}
+
+/// Whether the next chunk of one file is worth compressing.
+///
+/// Already-compressed files (media, archives, LZ4-compressed SSTables) do
+/// not shrink under zstd, and trying costs about as much CPU as compressing.
+/// The file's first chunk decides (the caller stores it before the others):
+/// when it does not shrink, only every [`PROBE_EVERY`]th chunk after it is
+/// tried; once one shrinks, every later chunk of the file is tried. So a
+/// file that compresses anywhere loses at most a few chunks' compression
+/// (a disk image that starts with random blocks), while a random file costs
+/// an eighth of the attempts.
+#[derive(Debug, Default)]
+pub struct CompressProbe {
+    state: AtomicU8,
+    skipped: AtomicU32,
+}
+
+const UNTESTED: u8 = 0;
+const TRYING: u8 = 1;
+const SKIPPING: u8 = 2;
+
+/// While skipping, one chunk in this many is still tried.
+pub const PROBE_EVERY: u32 = 8;
+
+impl CompressProbe {
+    /// No chunk of the file tried yet: the caller stores its first chunk
+    /// alone, so the chunks after it know whether to try.
+    pub fn untested(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == UNTESTED
+    }
+
+    pub fn should_try(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != SKIPPING
+            || self.skipped.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == PROBE_EVERY - 1
+    }
+
+    /// The outcome of one attempt.
+    pub fn record(&self, shrank: bool) {
+        let next = if shrank { TRYING } else { SKIPPING };
+        // Only the first attempt may start skipping; any success ends it.
+        let _ = self
+            .state
+            .compare_exchange(UNTESTED, next, Ordering::Relaxed, Ordering::Relaxed);
+        if shrank {
+            self.state.store(TRYING, Ordering::Relaxed);
+        }
+    }
 }
 
 pub fn decompress(data: &[u8], raw_len: usize, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
@@ -131,6 +185,38 @@ mod tests {
             let back = unseal(&c, &s.bytes, s.flags, s.raw_len, &|| "b".into()).unwrap();
             prop_assert_eq!(back, plain);
         }
+    }
+
+    #[test]
+    fn probe_skips_incompressible_files_but_keeps_probing() {
+        let p = CompressProbe::default();
+        assert!(p.should_try() && p.untested());
+        p.record(false);
+        assert!(!p.untested());
+        let tries: Vec<bool> = (0..2 * PROBE_EVERY).map(|_| p.should_try()).collect();
+        assert_eq!(tries.iter().filter(|t| **t).count(), 2, "{tries:?}");
+        // A probe that shrinks turns compression back on for good.
+        p.record(true);
+        p.record(false);
+        assert!((0..2 * PROBE_EVERY).all(|_| p.should_try()));
+
+        // A file whose first chunk shrinks is never skipped.
+        let p = CompressProbe::default();
+        p.record(true);
+        p.record(false);
+        p.record(false);
+        assert!((0..2 * PROBE_EVERY).all(|_| p.should_try()));
+    }
+
+    #[test]
+    fn compress_into_reuses_the_buffer() {
+        let text = "tidemark ".repeat(10_000);
+        let mut out = vec![7u8; 5];
+        assert!(compress_into(3, text.as_bytes(), &mut out));
+        assert_eq!(decompress(&out, text.len(), &|| "b".into()).unwrap(), text.as_bytes());
+        let mut random = vec![0u8; 10_000];
+        crate::crypto::fill_random(&mut random);
+        assert!(!compress_into(3, &random, &mut out));
     }
 
     #[test]

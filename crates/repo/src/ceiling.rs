@@ -69,12 +69,19 @@ pub fn synthetic(len: usize) -> Vec<u8> {
 
 fn pipeline(key: &MasterKey, cipher: &crate::crypto::Cipher, cfg: &RepoConfig, seed: u64, data: &[u8]) -> u64 {
     let c = &cfg.chunker;
+    // As the packer does it: compress into a reused buffer, seal straight
+    // into the pack buffer (emptied when a pack would be stored).
+    let (mut scratch, mut pack) = (Vec::new(), Vec::with_capacity(cfg.pack_size as usize + c.max_size as usize));
     let mut n = 0;
     for ch in FastCDC::with_level_and_seed(data, c.min_size as usize, c.avg_size as usize, c.max_size as usize, Normalization::Level1, seed) {
         let d = &data[ch.offset..ch.offset + ch.length];
-        let id = key.blob_id(d);
-        let s = blob::seal(cipher, id, BlobType::Data, cfg.compression, d);
-        std::hint::black_box(s);
+        std::hint::black_box(key.blob_id(d));
+        let src: &[u8] = if blob::compress_into(cfg.compression, d, &mut scratch) { &scratch } else { d };
+        cipher.seal_into(src, &mut pack);
+        if pack.len() >= cfg.pack_size as usize {
+            std::hint::black_box(&pack);
+            pack.clear();
+        }
         n += 1;
     }
     n

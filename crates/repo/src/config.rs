@@ -73,9 +73,10 @@ impl RepoConfig {
             created: Utc::now(),
             chunker: ChunkerParams::default(),
             compression: 3,
-            // 32 MiB: few objects per TB (cheap listing and requests on S3)
-            // while a pack still uploads in well under a second locally.
-            pack_size: 32 * 1024 * 1024,
+            // 16 MiB (restic's size): a backup holds two packs in memory (one
+            // filling, one being stored), so this bounds its peak memory;
+            // still few objects per TB (65,536) for listing and S3 requests.
+            pack_size: 16 * 1024 * 1024,
             object_lock_days: None,
         }
     }
