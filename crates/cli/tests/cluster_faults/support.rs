@@ -705,3 +705,27 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Every row of `ks.table`, each as its columns' text (`SELECT *`), sorted:
+/// two clusters with the same schema hold the same rows iff these are equal.
+pub fn table_rows(session: &Session, ks: &str, table: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    runtime().block_on(async {
+        let mut st = Statement::new(format!("SELECT * FROM \"{ks}\".\"{table}\""));
+        st.set_consistency(Consistency::Quorum);
+        st.set_page_size(500);
+        let mut rows = session
+            .query_iter(st, ())
+            .await
+            .unwrap_or_else(|e| panic!("reading {ks}.{table}: {e}"))
+            .rows_stream::<scylla::value::Row>()
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await.unwrap() {
+            let cols: Vec<String> = row.columns.iter().map(common::cql::show).collect();
+            out.push(cols.join(" | "));
+        }
+        out.sort();
+        out
+    })
+}
