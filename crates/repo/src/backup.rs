@@ -430,7 +430,8 @@ impl<'a> Archiver<'a> {
             }
         };
         let mut node = node_from(name, &meta, &self.names);
-        match node.kind {
+        let kind = node.kind;
+        match kind {
             NodeKind::Dir => match self.dir(path, parent)? {
                 Some(id) => {
                     node.subtree = Some(id);
@@ -445,11 +446,7 @@ impl<'a> Archiver<'a> {
                     return Ok(None);
                 }
             },
-            NodeKind::File => {
-                if !self.file(path, &meta, &mut node, parent)? {
-                    return Ok(None);
-                }
-            }
+            NodeKind::File if !self.file(path, &meta, &mut node, parent)? => return Ok(None),
             _ => {}
         }
         if let Some(p) = parent {
