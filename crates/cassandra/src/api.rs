@@ -28,7 +28,7 @@ pub struct AgentStatus {
     pub busy: Option<String>,
     /// The ring as this node sees it (`nodetool status`).
     pub ring: Vec<RingMember>,
-    /// Snapshot tags present on the node (`nodetool listsnapshots`).
+    /// Snapshot tags present in the node's data dirs (read from disk).
     pub snapshot_tags: Vec<String>,
 }
 

@@ -12,12 +12,17 @@
 //!
 //! Forget only removes snapshot files; the data they referenced is freed by
 //! `prune` (prune.rs), which is what makes it safe beside running backups.
+//!
+//! A snapshot that a cluster backup manifest in the catalog names is never
+//! removed here, whatever the policy: the node snapshots of one cluster
+//! backup only restore together, so they go with their manifest
+//! (`tidemark cluster forget`).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Months, TimeZone, Timelike, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
 use crate::id::Id;
@@ -386,7 +391,8 @@ pub fn forget<Tz: TimeZone>(
         ));
     }
     let snaps = repo.list_snapshots()?;
-    let groups = plan(&snaps, opts, tz);
+    let mut groups = plan(&snaps, opts, tz);
+    protect(&mut groups, &catalog_references(repo)?);
     if !opts.dry_run {
         // The lock only announces the session (prune is conservative while it
         // is live); removing snapshot files needs no exclusion.
@@ -399,6 +405,59 @@ pub fn forget<Tz: TimeZone>(
     Ok(groups)
 }
 
+/// The part of a catalog entry (a cluster backup manifest, written by the
+/// cluster crate) the repository reads: the node snapshots it is made of.
+#[derive(Deserialize)]
+struct CatalogRefs {
+    #[serde(default)]
+    nodes: Vec<NodeRef>,
+}
+
+#[derive(Deserialize)]
+struct NodeRef {
+    snapshot: Id,
+}
+
+/// Snapshot id -> the catalog entry (cluster backup) that needs it. An entry
+/// that cannot be read is an error: forgetting on a guess could break a
+/// cluster backup.
+pub fn catalog_references(repo: &Repository) -> Result<BTreeMap<Id, Id>> {
+    let mut refs = BTreeMap::new();
+    for (entry, _) in repo.list(FileKind::Catalog)? {
+        let plain = repo.load_file(FileKind::Catalog, &entry)?;
+        let r: CatalogRefs = serde_json::from_slice(&plain).map_err(|e| {
+            RepoError::corrupt(
+                format!("cluster manifest {}", entry.short()),
+                format!("does not parse: {e}"),
+            )
+        })?;
+        for n in r.nodes {
+            refs.insert(n.snapshot, entry);
+        }
+    }
+    Ok(refs)
+}
+
+/// Moves every snapshot a cluster backup needs from `remove` to `keep`, with
+/// that reason; `keep` stays newest first.
+pub fn protect(groups: &mut [GroupOutcome], refs: &BTreeMap<Id, Id>) {
+    for g in groups {
+        let (needed, rest): (Vec<Decision>, Vec<Decision>) =
+            g.remove.drain(..).partition(|d| refs.contains_key(&d.id));
+        g.remove = rest;
+        if needed.is_empty() {
+            continue;
+        }
+        for mut d in needed {
+            d.reasons
+                .push(format!("part of cluster backup {}", refs[&d.id].short()));
+            g.keep.push(d);
+        }
+        g.keep
+            .sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +465,40 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn snapshots_of_cluster_backups_are_kept_with_the_reason() {
+        let d = |time: &str| Decision {
+            id: Id::random(),
+            time: t(time),
+            reasons: vec![],
+        };
+        let (a, b, c) = (
+            d("2026-01-01T00:00:00Z"),
+            d("2026-01-02T00:00:00Z"),
+            d("2026-01-03T00:00:00Z"),
+        );
+        let mut kept_c = c.clone();
+        kept_c.reasons.push("last snapshot".into());
+        let entry = Id::random();
+        let refs = BTreeMap::from([(a.id, entry)]);
+        let mut groups = vec![GroupOutcome {
+            group: GroupKey::default(),
+            keep: vec![kept_c],
+            remove: vec![b.clone(), a.clone()],
+        }];
+        protect(&mut groups, &refs);
+        let g = &groups[0];
+        assert_eq!(g.remove.iter().map(|d| d.id).collect::<Vec<_>>(), [b.id]);
+        assert_eq!(
+            g.keep.iter().map(|d| d.id).collect::<Vec<_>>(),
+            [c.id, a.id]
+        );
+        assert_eq!(
+            g.keep[1].reasons,
+            [format!("part of cluster backup {}", entry.short())]
+        );
     }
 
     /// Times given in any order; returns the kept ones, sorted.

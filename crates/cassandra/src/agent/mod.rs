@@ -220,7 +220,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<AgentStatus> {
-    let (ring, tags) = tokio::join!(shared.nodetool.status(), shared.nodetool.list_snapshots());
+    let dirs = shared.config.data_dirs.clone();
+    let (ring, tags) = tokio::join!(
+        shared.nodetool.status(),
+        blocking(move || view::snapshot_tags(&dirs))
+    );
     // Read last: nodetool takes a second or two, the reply says what runs now.
     let busy = shared
         .busy

@@ -60,6 +60,35 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     Ok(entries)
 }
 
+/// The distinct snapshot tags present on disk in any table of any data dir,
+/// sorted. Read from the file system, not `nodetool listsnapshots`: the
+/// status call stays one JVM start cheaper, and what is on disk is what a
+/// clear must remove.
+pub fn snapshot_tags(data_dirs: &[PathBuf]) -> Result<Vec<String>> {
+    let mut tags = std::collections::BTreeSet::new();
+    for data in data_dirs.iter().filter(|d| d.exists()) {
+        for ks in read_dir_sorted(data)? {
+            if !ks.path().is_dir() {
+                continue;
+            }
+            for t in read_dir_sorted(&ks.path())? {
+                let name = t.file_name();
+                if split_table_dir(&name.to_string_lossy()).is_none() {
+                    continue;
+                }
+                let snaps = t.path().join("snapshots");
+                if !snaps.is_dir() {
+                    continue;
+                }
+                for tag in read_dir_sorted(&snaps)? {
+                    tags.insert(tag.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    Ok(tags.into_iter().collect())
+}
+
 /// Every table snapshot dir of `tag` in all data dirs.
 pub fn find_snapshot(data_dirs: &[PathBuf], tag: &str) -> Result<Vec<TableSnapshot>> {
     let mut found = Vec::new();
