@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidemark_cluster::auth::Token;
+use tidemark_repo::forget::{KeepPolicy, Within};
 use tidemark_store::Location;
 
 use crate::error::{CassandraError, Result};
@@ -32,6 +33,10 @@ pub struct ClusterConfig {
     pub backup: BackupConfig,
     #[serde(default)]
     pub restore: RestoreConfig,
+    /// What `tidemark cluster forget` keeps when given no keep flags and no
+    /// backup ids. None (the default): nothing is forgotten without flags.
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +93,54 @@ pub struct RestoreConfig {
     pub timeout: Duration,
 }
 
+/// `[retention]`: the keep rules of `tidemark cluster forget`, with the same
+/// meaning as its `--keep-*` flags (a backup is kept if any rule keeps it;
+/// its time is the backup's start). Zero or absent means "this rule keeps
+/// nothing"; a table that keeps nothing at all is refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetentionConfig {
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    #[serde(default)]
+    pub keep_yearly: u32,
+    /// A duration like 7d, 2w, 1y2m or 36h, counted back from the newest backup.
+    #[serde(default)]
+    pub keep_within: Option<String>,
+}
+
+impl RetentionConfig {
+    /// The policy, or why the table is unusable (named by field).
+    pub fn policy(&self) -> std::result::Result<KeepPolicy, String> {
+        let within = match &self.keep_within {
+            Some(w) => Some(w.parse::<Within>().map_err(|e| format!("retention.keep-within: {e}"))?),
+            None => None,
+        };
+        let p = KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within,
+            tags: Vec::new(),
+        };
+        if p.is_empty() {
+            return Err("retention keeps nothing: give at least one keep-* rule above zero (or remove the table)".into());
+        }
+        Ok(p)
+    }
+}
+
 /// One agent's file (`tidemark agent --config FILE`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -105,8 +158,26 @@ pub struct AgentConfig {
     /// The node's data_file_directories.
     pub data_dirs: Vec<PathBuf>,
     /// Command line of the node's nodetool, JMX host and port included, e.g.
-    /// ["nodetool", "-h", "127.0.0.1", "-p", "7199"].
+    /// ["nodetool", "-h", "127.0.0.1", "-p", "7199"]. Used when `jmx` is not
+    /// set: every operation then starts a nodetool JVM.
+    #[serde(default)]
     pub nodetool: Vec<String>,
+    /// The node's JMX endpoint, `host:port` (e.g. "127.0.0.1:7199"). With it
+    /// the agent keeps one small JVM connected to the node for ring status,
+    /// snapshot, clearsnapshot and import, instead of a nodetool start (about
+    /// a second of CPU) per operation.
+    #[serde(default)]
+    pub jmx: Option<String>,
+    /// JMX user, when the node's JMX requires authentication.
+    #[serde(default)]
+    pub jmx_user: Option<String>,
+    /// File holding that user's JMX password (first line), mode 0600.
+    #[serde(default)]
+    pub jmx_password_file: Option<PathBuf>,
+    /// The java binary that runs the JMX bridge (default: $JAVA_HOME/bin/java,
+    /// else java on PATH).
+    #[serde(default)]
+    pub java: Option<PathBuf>,
     /// Command line of sstableloader; the agent adds the target nodes (`-d`)
     /// unless given here.
     pub sstableloader: Vec<String>,
@@ -201,6 +272,9 @@ impl ClusterConfig {
                 return Err(bad(path, format!("agents.node[{i}]: address {} listed twice", a.address)));
             }
         }
+        if let Some(r) = &self.retention {
+            r.policy().map_err(|e| bad(path, e))?;
+        }
         Ok(())
     }
 
@@ -231,8 +305,17 @@ impl AgentConfig {
         if self.data_dirs.is_empty() {
             return Err(bad(path, "data-dirs is empty"));
         }
-        if self.nodetool.is_empty() {
-            return Err(bad(path, "nodetool: empty command line"));
+        match &self.jmx {
+            Some(jmx) => {
+                split_host_port(jmx).map_err(|e| bad(path, format!("jmx: {e}")))?;
+            }
+            None if self.nodetool.is_empty() => {
+                return Err(bad(path, "set jmx (host:port) or nodetool (its command line)"));
+            }
+            None => {}
+        }
+        if self.jmx_user.is_some() != self.jmx_password_file.is_some() {
+            return Err(bad(path, "jmx-user and jmx-password-file go together"));
         }
         if self.sstableloader.is_empty() {
             return Err(bad(path, "sstableloader: empty command line"));
@@ -250,6 +333,29 @@ impl AgentConfig {
     pub fn location(&self) -> Location {
         self.repository.parse().expect("validated")
     }
+}
+
+/// `host:port`, `[v6]:port` or `v6-without-brackets` is refused: the port
+/// must be unambiguous.
+pub fn split_host_port(s: &str) -> std::result::Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(|| format!("{s:?} is not [address]:port"))?;
+        (h, p)
+    } else {
+        let (h, p) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} lacks :port"))?;
+        if h.contains(':') {
+            return Err(format!("{s:?}: write an IPv6 address as [address]:port"));
+        }
+        (h, p)
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port {port:?}"))?;
+    if port == 0 {
+        return Err(format!("{s:?}: port 0"));
+    }
+    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -288,5 +394,37 @@ url = "http://127.0.0.1:7401"
         let mut c: ClusterConfig = toml::from_str(CLUSTER).unwrap();
         c.cassandra.contact_points = vec!["127.0.1.1".into()];
         assert!(c.validate(Path::new("c.toml")).unwrap_err().to_string().contains("lacks :port"));
+    }
+
+    #[test]
+    fn retention_table_parses_and_is_validated() {
+        let c: ClusterConfig = toml::from_str(CLUSTER).unwrap();
+        assert!(c.retention.is_none(), "no retention unless configured");
+        let c: ClusterConfig =
+            toml::from_str(&format!("{CLUSTER}\n[retention]\nkeep-last = 3\nkeep-daily = 7\nkeep-within = \"2w\"\n")).unwrap();
+        c.validate(Path::new("c.toml")).unwrap();
+        let p = c.retention.as_ref().unwrap().policy().unwrap();
+        assert_eq!((p.last, p.daily, p.weekly), (3, 7, 0));
+        assert_eq!(p.within.unwrap().days, 14);
+
+        let e = toml::from_str::<ClusterConfig>(&format!("{CLUSTER}\n[retention]\nkeep-lats = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("keep-lats"), "{e}");
+        let c: ClusterConfig =
+            toml::from_str(&format!("{CLUSTER}\n[retention]\nkeep-within = \"7 days\"\n")).unwrap();
+        let e = c.validate(Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("retention.keep-within") && e.contains("c.toml"), "{e}");
+        let c: ClusterConfig = toml::from_str(&format!("{CLUSTER}\n[retention]\nkeep-last = 0\n")).unwrap();
+        let e = c.validate(Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("retention keeps nothing"), "{e}");
+    }
+
+    #[test]
+    fn jmx_endpoint_needs_an_unambiguous_port() {
+        assert_eq!(split_host_port("127.0.0.1:7199").unwrap(), ("127.0.0.1".into(), 7199));
+        assert_eq!(split_host_port("[::1]:7199").unwrap(), ("::1".into(), 7199));
+        assert_eq!(split_host_port("node-1.example:7199").unwrap(), ("node-1.example".into(), 7199));
+        for bad in ["127.0.0.1", "::1:7199", ":7199", "h:0", "h:x", "[::1]7199"] {
+            assert!(split_host_port(bad).is_err(), "{bad} accepted");
+        }
     }
 }

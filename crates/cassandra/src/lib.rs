@@ -2,8 +2,9 @@
 //!
 //! - `config`: the coordinator's cluster file and each agent's file (TOML).
 //! - `api`: requests and replies of the agent API (JSON over HTTP, token).
-//! - `nodetool`: runs the node's own nodetool (snapshot, clearsnapshot,
-//!   import, status), the JMX operations Cassandra offers no CQL for.
+//! - `control`: the JMX operations Cassandra offers no CQL for (snapshot,
+//!   clearsnapshot, import, ring status), through the agent's JMX bridge or
+//!   `nodetool` (which runs the node's own nodetool).
 //! - `agent`: `tidemark agent`: beside one node, cuts, uploads and restores
 //!   that node's SSTables straight to and from the repository.
 //! - `topology`: discovery over CQL (nodes, host ids, tokens, DCs, racks,
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod api;
 pub mod backup;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod manifest;
 pub mod nodetool;

@@ -38,10 +38,13 @@ use tokio::net::TcpListener;
 use crate::api::{self, AgentStatus, ClearReply, ClearRequest, SnapshotReply, SnapshotRequest};
 use crate::config::AgentConfig;
 use crate::error::{CassandraError, Result};
-use crate::nodetool::Nodetool;
+use crate::control::Control;
 
 pub use upload::{hostname, STORE_TAG};
 pub use view::{is_sstable_component, valid_tag};
+
+/// The JMX bridge's dir under the work dir (its source file and log).
+const JMX_DIR: &str = "jmx-bridge";
 
 /// A started agent: repository open, listener bound, not yet serving.
 pub struct Agent {
@@ -54,7 +57,8 @@ pub struct Agent {
 struct Shared {
     config: AgentConfig,
     repo: Arc<Repository>,
-    nodetool: Nodetool,
+    /// Snapshot, clear, import and ring status on the node.
+    control: Control,
     /// The long operation running now.
     busy: Mutex<Option<String>>,
 }
@@ -118,11 +122,11 @@ impl Agent {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| CassandraError::io(format!("listen {}", config.listen), e))?;
-        let nodetool = Nodetool::new(config.nodetool.clone(), config.node_address.to_string());
+        let control = Control::from_config(&config, &config.work_dir.join(JMX_DIR)).await?;
         let shared = Arc::new(Shared {
             config,
             repo: Arc::new(repo),
-            nodetool,
+            control,
             busy: Mutex::new(None),
         });
         Ok(Agent {
@@ -222,10 +226,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<AgentStatus> {
     let dirs = shared.config.data_dirs.clone();
     let (ring, tags) = tokio::join!(
-        shared.nodetool.status(),
+        shared.control.status(),
         blocking(move || view::snapshot_tags(&dirs))
     );
-    // Read last: nodetool takes a second or two, the reply says what runs now.
+    // Read last: a nodetool status takes a second or two, the reply says
+    // what runs now.
     let busy = shared
         .busy
         .lock()
@@ -248,9 +253,8 @@ async fn snapshot(
     valid_tag(&req.tag).map_err(api_error)?;
     let s = shared.clone();
     exclusive(&shared, format!("snapshot {}", req.tag), async move {
-        // nodetool snapshot flushes memtables first (no --skip-flush), over
-        // every keyspace when none is named.
-        s.nodetool.run(&["snapshot", "-t", &req.tag]).await?;
+        // Memtables are flushed first, over every keyspace.
+        s.control.snapshot(&req.tag).await?;
         let cut_at = Utc::now();
         let data_dirs = s.config.data_dirs.clone();
         let tag = req.tag.clone();
@@ -277,7 +281,7 @@ async fn clear(
             Ok(view::remove_view(&work)? || had)
         })
         .await?;
-        s.nodetool.run(&["clearsnapshot", "-t", &req.tag]).await?;
+        s.control.clear_snapshot(&req.tag).await?;
         Ok(ClearReply { cleared: had })
     })
     .await

@@ -265,19 +265,16 @@ async fn import(s: &Arc<Shared>, req: &ImportRequest, staging: &Path) -> Result<
         if files == 0 {
             continue;
         }
-        let dir_s = dir.display().to_string();
-        s.nodetool
-            .run(&["import", &t.keyspace, &t.table, &dir_s])
-            .await?;
-        // nodetool import exits 0 even when it skipped files; what it loaded
-        // was moved out of the dir.
+        s.control.import(&t.keyspace, &t.table, &dir).await?;
+        // An import reports success even when it skipped files; what it
+        // loaded was moved out of the dir.
         let d = dir.clone();
         let left = blocking(move || list_names(&d)).await?;
         if !left.is_empty() {
             return Err(CassandraError::Node {
                 node: s.config.node_address.to_string(),
                 reason: format!(
-                    "nodetool import {}.{} did not load {} of {files} file(s): {}",
+                    "import {}.{} did not load {} of {files} file(s): {}",
                     t.keyspace,
                     t.table,
                     left.len(),

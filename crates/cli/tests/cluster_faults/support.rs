@@ -488,8 +488,14 @@ impl Gate {
             ),
         );
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        // Without `jmx` the agent runs the (gated) nodetool for snapshots.
         let agent = AgentFile::new(shared, n, |text| {
-            set_key(text, "nodetool", &format!("[\"{}\"]", script.display()))
+            let text: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("jmx ="))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            set_key(&text, "nodetool", &format!("[\"{}\"]", script.display()))
         });
         Gate {
             started,

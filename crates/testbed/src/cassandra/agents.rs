@@ -305,6 +305,7 @@ fn write_agent_config(root: &Root, info: &Info, n: usize) -> Result<AgentInfo> {
          node-address = {addr_s}\n\
          cassandra-yaml = {yaml}\n\
          data-dirs = [{data}]\n\
+         jmx = {jmx}\n\
          nodetool = [{nodetool}]\n\
          sstableloader = [{loader}]\n\
          work-dir = {work}\n",
@@ -317,6 +318,7 @@ fn write_agent_config(root: &Root, info: &Info, n: usize) -> Result<AgentInfo> {
         addr_s = toml_str(&node.address.to_string()),
         yaml = toml_path(&node.config)?,
         data = toml_path(&node.data_dir)?,
+        jmx = toml_str(&format!("127.0.0.1:{}", node.jmx_port)),
         nodetool = toml_path(&nodetool)?,
         loader = toml_path(&sstableloader)?,
         work = toml_path(&work_dir)?,
