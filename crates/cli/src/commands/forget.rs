@@ -4,8 +4,9 @@ use tidemark_repo::forget::{forget, ForgetOptions, GroupBy, KeepPolicy, Within};
 use crate::commands::prune::{print_summary, run_prune, PruneArgs};
 use crate::ctx::{print_json, Global};
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+/// The calendar keep rules, shared by `forget` and `cluster forget`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KeepArgs {
     /// Keep the N newest snapshots
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub keep_last: u32,
@@ -28,6 +29,28 @@ pub struct Args {
     /// snapshot (e.g. 7d, 2w, 1y2m, 36h)
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<Within>,
+}
+
+impl KeepArgs {
+    /// The policy these flags give (without tag rules).
+    pub fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: Vec::new(),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Keep snapshots with this tag (repeatable)
     #[arg(long, value_name = "TAG")]
     pub keep_tag: Vec<String>,
@@ -61,14 +84,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let opts = ForgetOptions {
         policy: KeepPolicy {
-            last: a.keep_last,
-            hourly: a.keep_hourly,
-            daily: a.keep_daily,
-            weekly: a.keep_weekly,
-            monthly: a.keep_monthly,
-            yearly: a.keep_yearly,
-            within: a.keep_within,
             tags: a.keep_tag.clone(),
+            ..a.keep.policy()
         },
         group_by: a.group_by,
         hosts: a.host.clone(),
@@ -131,7 +148,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     Ok(0)
 }
 
-fn local(t: chrono::DateTime<chrono::Utc>) -> String {
+pub fn local(t: chrono::DateTime<chrono::Utc>) -> String {
     t.with_timezone(&chrono::Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()

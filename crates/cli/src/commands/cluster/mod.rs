@@ -1,6 +1,7 @@
 //! `tidemark cluster ...`: the coordinator's commands, one file each.
 
 pub mod backup;
+pub mod forget;
 pub mod list;
 pub mod restore;
 pub mod verify;
@@ -19,6 +20,8 @@ pub enum ClusterCommand {
     Restore(restore::Args),
     /// Check that a backup is complete and readable
     Verify(verify::Args),
+    /// Forget whole backups: named ones, or those a keep policy does not keep
+    Forget(forget::Args),
 }
 
 pub fn run(g: &Global, c: ClusterCommand) -> Result<i32> {
@@ -27,5 +30,6 @@ pub fn run(g: &Global, c: ClusterCommand) -> Result<i32> {
         ClusterCommand::List(a) => list::run(g, a),
         ClusterCommand::Restore(a) => restore::run(g, a),
         ClusterCommand::Verify(a) => verify::run(g, a),
+        ClusterCommand::Forget(a) => forget::run(g, a),
     }
 }
