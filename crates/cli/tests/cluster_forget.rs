@@ -15,7 +15,11 @@
 //!   listed, and the snapshot left as a leftover;
 //! - leftovers (node snapshots of no backup, as a crash between deleting a
 //!   backup's catalog entry and its snapshots leaves) are removed by a later
-//!   run, but not while younger than the grace period.
+//!   run, but not while younger than the grace period;
+//! - `tidemark cluster copy` into another repository: the manifest is
+//!   rewritten for the copies' new node snapshot ids, the copy verifies with
+//!   `--read-data`, and two tables restored from it (through agents reading
+//!   the copy) equal what was written before the backup, value by value.
 //!
 //! Each test uses its own catalog name for the cluster (a copy of the
 //! testbed's coordinator file with `name` changed), so its policies only see
@@ -678,6 +682,198 @@ fn named_backups_unknown_ids_retention_table_and_crash_leftovers() -> Result<()>
     );
     assert_eq!(listed(&config)?, backups[2..].to_vec());
     cluster_ok(&["verify", "--config", s(&config), backups[2].as_str()])?;
+    testbed::cql::run(&info, &format!("DROP KEYSPACE {ks}"))?;
+    Ok(())
+}
+
+/// Extra `tidemark agent` processes beside the testbed's, one per node,
+/// serving the same nodes from another repository; killed when dropped.
+struct OffsiteAgents {
+    children: Vec<std::process::Child>,
+    /// Testbed agent URL -> this agent's URL.
+    urls: Vec<(String, String)>,
+}
+
+impl OffsiteAgents {
+    fn start(info: &Info, dir: &Path, repo: &Path, password: &Path) -> Result<OffsiteAgents> {
+        let mut agents = OffsiteAgents {
+            children: Vec::new(),
+            urls: Vec::new(),
+        };
+        for a in &info.agents {
+            let port = testbed::net::free_port()?;
+            let work = dir.join(format!("agent{}-work", a.node));
+            std::fs::create_dir_all(&work)?;
+            let text: String = std::fs::read_to_string(&a.config)?
+                .lines()
+                .map(|l| {
+                    let key = l.split(" = ").next().unwrap_or_default();
+                    match key {
+                        "listen" => format!("listen = \"127.0.0.1:{port}\"\n"),
+                        "repository" => format!("repository = \"{}\"\n", repo.display()),
+                        "password-file" => format!("password-file = \"{}\"\n", password.display()),
+                        "work-dir" => format!("work-dir = \"{}\"\n", work.display()),
+                        _ => format!("{l}\n"),
+                    }
+                })
+                .collect();
+            let file = dir.join(format!("agent{}.toml", a.node));
+            std::fs::write(&file, text)?;
+            let log = std::fs::File::create(dir.join(format!("agent{}.log", a.node)))?;
+            let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+                .args(["agent", "--config", s(&file)])
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            agents.children.push(child);
+            agents
+                .urls
+                .push((a.url.clone(), format!("http://127.0.0.1:{port}")));
+        }
+        for (_, url) in &agents.urls {
+            let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse()?;
+            // Bounded: an agent binds its port within a second or two.
+            let up = (0..300).any(|_| {
+                std::net::TcpStream::connect(addr).is_ok() || {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    false
+                }
+            });
+            ensure!(
+                up,
+                "offsite agent {url} did not start (see its log in {})",
+                dir.display()
+            );
+        }
+        Ok(agents)
+    }
+}
+
+impl Drop for OffsiteAgents {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn copy_carries_the_manifest_and_the_copy_restores() -> Result<()> {
+    let _serial = serial();
+    let info = info();
+    let dir = tempfile::tempdir()?;
+    let name = &unique("forget-copy");
+    let config = config_named(&info, dir.path(), "c.toml", name, "")?;
+    let catalog = Catalog::open(&config)?;
+    let ks = "fgc";
+    let mut model = Model::default();
+    write_gen(&info, ks, 1, &mut model, true)?;
+    let b1 = backup(&config)?;
+    let at_backup = model.clone();
+    // Changes after the backup, which a restore of it must not show.
+    write_gen(&info, ks, 2, &mut model, true)?;
+
+    // The offsite repository, with its own passphrase and keys.
+    let offsite = dir.path().join("offsite");
+    let pw = dir.path().join("offsite.pass");
+    std::fs::write(&pw, "offsite passphrase 5e1f\n")?;
+    let init = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--repo", s(&offsite), "--password-file", s(&pw), "init"])
+        .output()?;
+    ensure!(
+        init.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let copy_args = [
+        "copy",
+        "--config",
+        s(&config),
+        "--to-repo",
+        s(&offsite),
+        "--to-password-file",
+        s(&pw),
+    ];
+    let r = cluster(&[&copy_args[..], &["deadbeef"]].concat());
+    ensure!(r.code != 0 && r.stderr.contains("deadbeef"), "{r:?}");
+    let out = cluster_ok(&[&copy_args[..], &[b1.as_str(), "--json"]].concat())?.json();
+    let copied = out["backups"][0]["target"]
+        .as_str()
+        .context("copied id")?
+        .to_string();
+    assert_eq!(out["backups"][0]["already_there"], false, "{out}");
+    // The copies have new ids, and the manifest names them.
+    let source_nodes = node_snapshots(&catalog, &b1)?;
+    let pairs = out["backups"][0]["node_snapshots"]
+        .as_array()
+        .context("pairs")?;
+    assert_eq!(pairs.len(), 3, "{out}");
+    for p in pairs {
+        let (from, to) = (
+            p[0].as_str().unwrap_or_default(),
+            p[1].as_str().unwrap_or_default(),
+        );
+        ensure!(source_nodes.contains(from) && from != to, "{p}");
+    }
+    // A second run finds it there and copies nothing.
+    let again = cluster_ok(&[&copy_args[..], &[b1.as_str(), "--json"]].concat())?.json();
+    assert_eq!(again["backups"][0]["already_there"], true, "{again}");
+    assert_eq!(
+        again["backups"][0]["target"].as_str(),
+        Some(copied.as_str())
+    );
+
+    // A coordinator file for the copy: the same cluster, the offsite
+    // repository, and agents that read from it.
+    let agents = OffsiteAgents::start(&info, dir.path(), &offsite, &pw)?;
+    let text = std::fs::read_to_string(&config)?;
+    let mut copy_text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("repository = ") {
+                format!("repository = \"{}\"\n", offsite.display())
+            } else if l.starts_with("password-file = ") {
+                format!("password-file = \"{}\"\n", pw.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    for (old, new) in &agents.urls {
+        copy_text = copy_text.replace(&format!("\"{old}\""), &format!("\"{new}\""));
+    }
+    let copy_config = dir.path().join("offsite.toml");
+    std::fs::write(&copy_config, copy_text)?;
+
+    assert_eq!(listed(&copy_config)?, vec![copied.clone()]);
+    let offsite_catalog = Catalog::open(&copy_config)?;
+    let m = offsite_catalog.manifest(&copied)?;
+    assert_eq!(m.tag, catalog.manifest(&b1)?.tag);
+    cluster_ok(&[
+        "verify",
+        "--config",
+        s(&copy_config),
+        copied.as_str(),
+        "--read-data",
+    ])?;
+    for t in ["kv", "bulk"] {
+        cluster_ok(&[
+            "restore",
+            "--config",
+            s(&copy_config),
+            copied.as_str(),
+            "--keyspace",
+            ks,
+            "--table",
+            t,
+            "--rename-to",
+            format!("{t}_copy").as_str(),
+        ])?;
+    }
+    assert_rows(&info, ks, "kv_copy", "bulk_copy", &at_backup)?;
+    drop(agents);
     testbed::cql::run(&info, &format!("DROP KEYSPACE {ks}"))?;
     Ok(())
 }

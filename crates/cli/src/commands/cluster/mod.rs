@@ -1,6 +1,7 @@
 //! `tidemark cluster ...`: the coordinator's commands, one file each.
 
 pub mod backup;
+pub mod copy;
 pub mod forget;
 pub mod list;
 pub mod restore;
@@ -22,6 +23,8 @@ pub enum ClusterCommand {
     Verify(verify::Args),
     /// Forget whole backups: named ones, or those a keep policy does not keep
     Forget(forget::Args),
+    /// Copy whole backups, manifest included, into another repository
+    Copy(copy::Args),
 }
 
 pub fn run(g: &Global, c: ClusterCommand) -> Result<i32> {
@@ -31,5 +34,6 @@ pub fn run(g: &Global, c: ClusterCommand) -> Result<i32> {
         ClusterCommand::Restore(a) => restore::run(g, a),
         ClusterCommand::Verify(a) => verify::run(g, a),
         ClusterCommand::Forget(a) => forget::run(g, a),
+        ClusterCommand::Copy(a) => copy::run(g, a),
     }
 }
