@@ -23,6 +23,7 @@ use tidemark_cassandra::manifest::NodeDetail;
 use tidemark_cluster::manifest::{self, ClusterManifest};
 use tidemark_repo::copy::{copied_originals, copy, CopyOptions};
 use tidemark_repo::index::Index;
+use tidemark_repo::lock::{Lock, LockKind};
 use tidemark_repo::snapshot::Snapshot;
 use tidemark_repo::tree::NodeKind;
 use tidemark_repo::{Id, Repository};
@@ -123,6 +124,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             .map(|n| Ok((n.snapshot, src.load_snapshot(&n.snapshot)?)))
             .collect::<Result<_>>()
             .with_context(|| format!("reading the node snapshots of backup {}", id.short()))?;
+        // Held until the manifest is saved: until then the copied node
+        // snapshots are referenced by nothing in the target, and a `cluster
+        // forget` there must not take them for leftovers of a crash.
+        let lock = Lock::acquire(&dst, LockKind::Copy)?;
         let progress = g.progress();
         let out = copy(
             &src,
@@ -144,6 +149,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         let rewritten = rewrite(&dst, &m, &copies)
             .with_context(|| format!("rewriting the manifest of backup {}", id.short()))?;
         let target = manifest::save(&dst, &rewritten)?;
+        lock.release();
         report.backups.push(Copied {
             source: id,
             target,

@@ -128,7 +128,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // live locks read here has finished and its snapshot is in the listing.
     let uploads_running: Vec<String> = live_locks(&repo)?
         .into_iter()
-        .filter(|l| l.kind == LockKind::Backup && !l.holder_is_dead())
+        .filter(|l| matches!(l.kind, LockKind::Backup | LockKind::Copy) && !l.holder_is_dead())
         .map(|l| l.describe())
         .collect();
     let all = manifest::list(&repo, None)?;
@@ -217,7 +217,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             find_leftovers(name, &snaps, &refs, newest, a.leftover_grace, Utc::now());
     } else {
         report.leftovers_skipped = Some(format!(
-            "a backup is uploading ({}): unreferenced node snapshots may be its parts, so none is removed this time",
+            "a backup or copy is running ({}): unreferenced node snapshots may be its parts, so none is removed this time",
             uploads_running.join("; ")
         ));
     }
@@ -281,15 +281,21 @@ fn choose_policy(a: &Args, config: &ClusterConfig) -> Result<Option<KeepPolicy>>
 /// A running backup's node snapshots are unreferenced too until its manifest
 /// is committed, and removing one would make that backup incomplete. Three
 /// guards, because no single one covers every moment of a backup:
-/// - the caller skips the search while any backup lock is live: every node
-///   upload holds one until its snapshot is written, so this covers uploads
-///   of any length (a slow node can upload for hours after a fast one);
+/// - the caller skips the search while any backup or copy lock is live:
+///   every node upload holds one until its snapshot is written, so this
+///   covers uploads of any length (a slow node can upload for hours after a
+///   fast one);
 /// - the snapshot's backup tag (`tidemark-<start time>-...`) must be older
 ///   than the newest committed backup of this cluster: a backup started
 ///   after that one has not committed yet as far as we know;
-/// - the snapshot must be older than `grace` (default 1 h): after the last
-///   upload the coordinator commits the manifest within seconds, with no lock
-///   held, and that window is covered by the age, not by the lock state.
+/// - every snapshot of its backup tag must be older than `grace` (default
+///   1 h): after the last node's upload the coordinator commits the manifest
+///   within seconds, with no lock held, and that window is covered by the
+///   age, not by the lock state.
+///
+/// `cluster copy` into this repository holds a `copy` lock from before the
+/// first node snapshot until the manifest is saved; its node snapshots keep
+/// their source's tag and time, so the lock is what protects them.
 pub fn find_leftovers(
     cluster: &str,
     snaps: &[(Id, Snapshot)],
@@ -303,23 +309,38 @@ pub fn find_leftovers(
     };
     let host_prefix = tidemark_cassandra::agent::hostname(cluster, "");
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let backup_tag = |s: &Snapshot| -> Option<(String, DateTime<Utc>)> {
+        if !s.hostname.starts_with(&host_prefix) || !s.has_tag(tidemark_cassandra::agent::STORE_TAG)
+        {
+            return None;
+        }
+        s.tags
+            .iter()
+            .find_map(|t| tag_time(t).map(|at| (t.clone(), at)))
+    };
+    // The last node upload of each backup tag ended at the newest of its
+    // snapshots: the grace counts from there, not from each node's own.
+    let mut last_upload: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for (_, s) in snaps {
+        if let Some((tag, _)) = backup_tag(s) {
+            let t = last_upload.entry(tag).or_insert(s.time);
+            *t = (*t).max(s.time);
+        }
+    }
     let mut out = Vec::new();
     for (id, s) in snaps {
-        if refs.contains_key(id)
-            || !s.hostname.starts_with(&host_prefix)
-            || !s.has_tag(tidemark_cassandra::agent::STORE_TAG)
-            || now.signed_duration_since(s.time) < grace
-        {
-            continue;
-        }
-        let Some((tag, started)) = s.tags.iter().find_map(|t| tag_time(t).map(|at| (t, at))) else {
+        let Some((tag, started)) = backup_tag(s) else {
             continue;
         };
-        if started < newest {
+        let quiet_since = last_upload.get(&tag).copied().unwrap_or(s.time);
+        if !refs.contains_key(id)
+            && started < newest
+            && now.signed_duration_since(quiet_since) >= grace
+        {
             out.push(Leftover {
                 snapshot: *id,
                 host: s.hostname.clone(),
-                tag: tag.clone(),
+                tag,
                 time: s.time,
             });
         }
@@ -506,6 +527,7 @@ mod tests {
         let newest = Some(t("2026-11-26T10:00:00Z"));
         let old_tag = "tidemark-20261126T090000Z-aaaaaa";
         let new_tag = "tidemark-20261126T103000Z-bbbbbb";
+        let young_tag = "tidemark-20261126T080000Z-cccccc";
         let host = "cassandra/prod/127.0.1.1";
         let cases = [
             (
@@ -524,7 +546,12 @@ mod tests {
             ),
             // Too young (grace), although its tag is old.
             (
-                snap(host, &[old_tag, "cassandra"], "2026-11-26T11:30:00Z"),
+                snap(host, &[young_tag, "cassandra"], "2026-11-26T11:30:00Z"),
+                false,
+            ),
+            // Old itself, but another node of its backup uploaded lately.
+            (
+                snap(host, &[young_tag, "cassandra"], "2026-11-26T08:10:00Z"),
                 false,
             ),
             // Another cluster, a plain snapshot, no tidemark tag.
