@@ -559,7 +559,7 @@ fn named_backups_unknown_ids_retention_table_and_crash_leftovers() -> Result<()>
     )?;
     let plan = forget_json(&["--config", s(&with_retention), "--dry-run"])?;
     assert_eq!(ids(&plan["remove"]), vec![backups[0].clone()], "{plan}");
-    assert_eq!(plan["keep"][0]["reasons"][0], "last snapshot", "{plan}");
+    assert_eq!(plan["keep"][0]["reasons"][0], "last backup", "{plan}");
     // Flags take precedence over the table.
     let plan = forget_json(&[
         "--config",

@@ -186,6 +186,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         if why.is_empty() {
             report.remove.push(BackupLine::new(id, m, why));
         } else {
+            // The policy's words are about snapshots; here they are backups.
+            let why = why
+                .into_iter()
+                .map(|r| r.replace(" snapshot", " backup"))
+                .collect();
             report.keep.push(BackupLine::new(id, m, why));
         }
     }
