@@ -121,20 +121,40 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let config = ClusterConfig::load(&a.config)?;
     let policy = choose_policy(&a, &config)?;
     let repo = open_repository(&config)?;
-    let name = config.name.as_str();
+    let mut report = plan(&repo, &a, policy.as_ref(), &config.name)?;
+    let failure = if a.dry_run {
+        None
+    } else {
+        apply(&repo, &mut report)
+    };
+    if failure.is_none() && a.prune {
+        report.prune = Some(run_prune(g, &repo, &a.prune_args, a.dry_run)?);
+    }
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_text(&report);
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
+}
 
+/// What goes and what stays; nothing is changed.
+fn plan(repo: &Repository, a: &Args, policy: Option<&KeepPolicy>, name: &str) -> Result<Report> {
     // Locks are read before the catalog and the snapshots: a node upload
     // writes its snapshot before it removes its lock, so one not among the
     // live locks read here has finished and its snapshot is in the listing.
-    let uploads_running: Vec<String> = live_locks(&repo)?
+    let uploads_running: Vec<String> = live_locks(repo)?
         .into_iter()
         .filter(|l| matches!(l.kind, LockKind::Backup | LockKind::Copy) && !l.holder_is_dead())
         .map(|l| l.describe())
         .collect();
-    let all = manifest::list(&repo, None)?;
+    let all = manifest::list(repo, None)?;
     let mine: Vec<&(Id, ClusterManifest)> = all.iter().filter(|(_, m)| m.cluster == name).collect();
     // Why each of this cluster's backups is kept (empty: forgotten).
-    let reasons: Vec<Vec<String>> = match &policy {
+    let reasons: Vec<Vec<String>> = match policy {
         Some(p) => {
             let items: Vec<Candidate> = mine
                 .iter()
@@ -149,7 +169,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         None => {
             let mut named = BTreeSet::new();
             for spec in &a.backups {
-                let (id, _) = manifest::find(&repo, Some(name), spec).with_context(|| {
+                let (id, _) = manifest::find(repo, Some(name), spec).with_context(|| {
                     format!("backup {spec} of cluster {name}: nothing was forgotten")
                 })?;
                 named.insert(id);
@@ -227,23 +247,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ));
     }
 
-    let failure = if a.dry_run {
-        None
-    } else {
-        apply(&repo, &mut report)
-    };
-    if failure.is_none() && a.prune {
-        report.prune = Some(run_prune(g, &repo, &a.prune_args, a.dry_run)?);
-    }
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print_text(&report);
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(0),
-    }
+    Ok(report)
 }
 
 /// The keep policy, or None when backups are named. Refuses a policy that
