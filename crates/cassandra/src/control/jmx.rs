@@ -70,7 +70,10 @@ impl JmxBridge {
         std::fs::create_dir_all(&settings.dir).map_err(|e| CassandraError::io(&settings.dir, e))?;
         let source = settings.dir.join(SOURCE_NAME);
         std::fs::write(&source, SOURCE).map_err(|e| CassandraError::io(&source, e))?;
-        let bridge = JmxBridge { settings, process: Mutex::new(None) };
+        let bridge = JmxBridge {
+            settings,
+            process: Mutex::new(None),
+        };
         *bridge.process.lock().await = Some(bridge.spawn().await?);
         Ok(bridge)
     }
@@ -82,17 +85,29 @@ impl JmxBridge {
     fn fail(&self, what: &str, reason: impl Into<String>) -> CassandraError {
         CassandraError::Node {
             node: self.settings.node.clone(),
-            reason: format!("JMX {what} ({}:{}): {}", self.settings.host, self.settings.port, reason.into()),
+            reason: format!(
+                "JMX {what} ({}:{}): {}",
+                self.settings.host,
+                self.settings.port,
+                reason.into()
+            ),
         }
     }
 
     async fn spawn(&self) -> Result<Bridge> {
         let s = &self.settings;
-        let log = std::fs::File::create(self.log_path()).map_err(|e| CassandraError::io(self.log_path(), e))?;
+        let log = std::fs::File::create(self.log_path())
+            .map_err(|e| CassandraError::io(self.log_path(), e))?;
         let mut child = Command::new(&s.java)
             // Small and quick to start: it holds one connection and a few
             // strings; C1 only, serial GC, no perf data file.
-            .args(["-Xms16m", "-Xmx64m", "-Xss512k", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .args([
+                "-Xms16m",
+                "-Xmx64m",
+                "-Xss512k",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+            ])
             .arg("-XX:-UsePerfData")
             .arg(s.dir.join(SOURCE_NAME))
             .current_dir(&s.dir)
@@ -106,12 +121,22 @@ impl JmxBridge {
             return Err(self.fail("bridge", "no pipes to the bridge process"));
         };
         let (user, password) = s.credentials.clone().unwrap_or_default();
-        let first = format!("{}\t{}\t{}\t{}\n", escape(&s.host), s.port, escape(&user), escape(&password));
+        let first = format!(
+            "{}\t{}\t{}\t{}\n",
+            escape(&s.host),
+            s.port,
+            escape(&user),
+            escape(&password)
+        );
         stdin
             .write_all(first.as_bytes())
             .await
             .map_err(|e| self.fail("bridge", format!("writing to the bridge: {e}")))?;
-        Ok(Bridge { child, stdin, stdout: BufReader::new(stdout) })
+        Ok(Bridge {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+        })
     }
 
     /// One request; the reply's payload, unescaped. `timeout` bounds the
@@ -128,7 +153,12 @@ impl JmxBridge {
             *guard = Some(self.spawn().await?);
         }
         let bridge = guard.as_mut().expect("just set");
-        let line = fields.iter().map(|f| escape(f)).collect::<Vec<_>>().join("\t") + "\n";
+        let line = fields
+            .iter()
+            .map(|f| escape(f))
+            .collect::<Vec<_>>()
+            .join("\t")
+            + "\n";
         let exchange = async {
             bridge.stdin.write_all(line.as_bytes()).await?;
             bridge.stdin.flush().await?;
@@ -146,11 +176,17 @@ impl JmxBridge {
             Ok(Ok(_)) | Ok(Err(_)) => {
                 *guard = None;
                 let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-                return Err(self.fail(what, format!("the bridge process ended: {}", last_lines(&log, 15))));
+                return Err(self.fail(
+                    what,
+                    format!("the bridge process ended: {}", last_lines(&log, 15)),
+                ));
             }
             Err(t) => {
                 *guard = None;
-                return Err(self.fail(what, format!("no reply in {} s (bridge restarted)", t.as_secs())));
+                return Err(self.fail(
+                    what,
+                    format!("no reply in {} s (bridge restarted)", t.as_secs()),
+                ));
             }
         };
         let reply = reply.trim_end_matches('\n');
@@ -214,7 +250,14 @@ mod tests {
 
     #[test]
     fn fields_survive_escaping() {
-        for s in ["plain", "tab\there", "line\nbreak\r\n", "back\\slash\\t", "", "ünïcode"] {
+        for s in [
+            "plain",
+            "tab\there",
+            "line\nbreak\r\n",
+            "back\\slash\\t",
+            "",
+            "ünïcode",
+        ] {
             let e = escape(s);
             assert!(!e.contains(['\t', '\n', '\r']), "{e:?}");
             assert_eq!(unescape(&e), s);

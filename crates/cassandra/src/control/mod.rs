@@ -32,21 +32,35 @@ impl Control {
     pub async fn from_config(config: &AgentConfig, bridge_dir: &Path) -> Result<Control> {
         let node = config.node_address.to_string();
         let Some(endpoint) = &config.jmx else {
-            return Ok(Control::Nodetool(Nodetool::new(config.nodetool.clone(), node)));
+            return Ok(Control::Nodetool(Nodetool::new(
+                config.nodetool.clone(),
+                node,
+            )));
         };
         let (host, port) = split_host_port(endpoint).map_err(CassandraError::Invalid)?;
         let credentials = match (&config.jmx_user, &config.jmx_password_file) {
             (Some(user), Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|e| CassandraError::io(file, e))?;
+                let text =
+                    std::fs::read_to_string(file).map_err(|e| CassandraError::io(file, e))?;
                 Some((user.clone(), text.lines().next().unwrap_or("").to_string()))
             }
             _ => None,
         };
-        let java = config.java.clone().unwrap_or_else(|| match std::env::var_os("JAVA_HOME") {
-            Some(home) => Path::new(&home).join("bin/java"),
-            None => "java".into(),
-        });
-        let settings = JmxSettings { host, port, credentials, java, dir: bridge_dir.to_path_buf(), node };
+        let java = config
+            .java
+            .clone()
+            .unwrap_or_else(|| match std::env::var_os("JAVA_HOME") {
+                Some(home) => Path::new(&home).join("bin/java"),
+                None => "java".into(),
+            });
+        let settings = JmxSettings {
+            host,
+            port,
+            credentials,
+            java,
+            dir: bridge_dir.to_path_buf(),
+            node,
+        };
         Ok(Control::Jmx(JmxBridge::start(settings).await?))
     }
 
@@ -54,7 +68,9 @@ impl Control {
     pub async fn status(&self) -> Result<Vec<RingMember>> {
         match self {
             Control::Nodetool(n) => n.status().await,
-            Control::Jmx(b) => parse_bridge_status(&b.call(&["status"], Some(STATUS_TIMEOUT)).await?),
+            Control::Jmx(b) => {
+                parse_bridge_status(&b.call(&["status"], Some(STATUS_TIMEOUT)).await?)
+            }
         }
     }
 
@@ -87,7 +103,10 @@ impl Control {
                 } else {
                     Err(CassandraError::Node {
                         node: b.node().to_string(),
-                        reason: format!("import {keyspace}.{table} failed for: {}", failed.replace('\n', ", ")),
+                        reason: format!(
+                            "import {keyspace}.{table} failed for: {}",
+                            failed.replace('\n', ", ")
+                        ),
                     })
                 }
             }
@@ -98,7 +117,8 @@ impl Control {
 /// The bridge's status payload: one node per line, TAB between address,
 /// U/D, N/J/L/M, host id, data centre and rack.
 fn parse_bridge_status(payload: &str) -> Result<Vec<RingMember>> {
-    let bad = |line: &str| CassandraError::Invalid(format!("JMX status: cannot read line {line:?}"));
+    let bad =
+        |line: &str| CassandraError::Invalid(format!("JMX status: cannot read line {line:?}"));
     let mut ring = Vec::new();
     for line in payload.lines().filter(|l| !l.is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();
