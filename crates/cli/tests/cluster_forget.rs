@@ -436,8 +436,10 @@ fn keep_last_dry_run_then_prune_keeps_a_restorable_backup() -> Result<()> {
     assert!(snaps_after.contains(&plain_id) && kept_nodes.is_subset(&snaps_after));
     // Prune deletes what it marked obsolete on a later run (delayed
     // deletion, safe beside running backups) whose lock started after the
-    // mark, which prune rounds up to the next whole second: hence the wait.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // mark. The mark is rounded up to the next whole second and the later
+    // lock's start compared in whole seconds (rounded down), so up to two
+    // seconds must pass between the mark and the next prune: hence the wait.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     let second = tidemark_ok(&catalog, &["prune", "--clock-skew", "0s", "--json"])?.json();
     assert_eq!(second["packs_still_obsolete"], 0, "{second}");
     assert!(
