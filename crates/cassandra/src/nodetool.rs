@@ -1,5 +1,7 @@
-//! The node's own nodetool: snapshot, clearsnapshot, import, status and
-//! listsnapshots are JMX operations Cassandra offers no CQL for.
+//! The node's own nodetool, for agents configured without `jmx` (see
+//! `control`): snapshot, clearsnapshot, import and status are JMX operations
+//! Cassandra offers no CQL for. `parse_listsnapshots` serves tests that ask a
+//! node what snapshots it holds.
 //!
 //! [`Nodetool`] runs the configured command line (JMX host and port
 //! included) with tokio's process support, so a JVM start of a second or two
@@ -61,10 +63,6 @@ impl Nodetool {
 
     pub async fn status(&self) -> Result<Vec<RingMember>> {
         parse_status(&self.run(&["status"]).await?)
-    }
-
-    pub async fn list_snapshots(&self) -> Result<Vec<String>> {
-        Ok(parse_listsnapshots(&self.run(&["listsnapshots"]).await?))
     }
 }
 

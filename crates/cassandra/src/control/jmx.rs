@@ -61,6 +61,10 @@ struct Bridge {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// A request was sent and its reply not read: the caller's future was
+    /// dropped mid-exchange (a client hung up). The next reply on the pipe
+    /// would answer that request, so the bridge is replaced instead.
+    in_flight: bool,
 }
 
 impl JmxBridge {
@@ -136,6 +140,7 @@ impl JmxBridge {
             child,
             stdin,
             stdout: BufReader::new(stdout),
+            in_flight: false,
         })
     }
 
@@ -145,7 +150,7 @@ impl JmxBridge {
         let what = fields.first().copied().unwrap_or("request");
         let mut guard = self.process.lock().await;
         if let Some(b) = guard.as_mut() {
-            if !matches!(b.child.try_wait(), Ok(None)) {
+            if b.in_flight || !matches!(b.child.try_wait(), Ok(None)) {
                 *guard = None;
             }
         }
@@ -160,10 +165,12 @@ impl JmxBridge {
             .join("\t")
             + "\n";
         let exchange = async {
+            bridge.in_flight = true;
             bridge.stdin.write_all(line.as_bytes()).await?;
             bridge.stdin.flush().await?;
             let mut reply = String::new();
             bridge.stdout.read_line(&mut reply).await?;
+            bridge.in_flight = false;
             Ok::<_, std::io::Error>(reply)
         };
         let reply = match timeout {

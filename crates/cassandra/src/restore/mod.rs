@@ -42,8 +42,8 @@ use plan::{Replication, Ring, RingNode};
 pub use report::{InitialTokens, Mode, RestoreReport, TableReport};
 use target::Target;
 
-/// An agent's status runs `nodetool status` (a JVM start): slow on a busy
-/// machine.
+/// An agent's status asks its node for the ring; an agent configured with
+/// nodetool instead of JMX starts a JVM for it: slow on a busy machine.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Default)]

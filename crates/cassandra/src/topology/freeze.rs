@@ -5,8 +5,9 @@
 //! coordinator checks instead, polling until the cluster is ready or the wait
 //! is over, and checks again after the snapshot. The checks combine two
 //! views: CQL (system.local/peers_v2: who owns which tokens, schema versions)
-//! and every agent's `nodetool status` (who is Up and Normal right now; a
-//! joining node shows there before it owns tokens in the CQL tables).
+//! and every agent's view of the ring over JMX, what `nodetool status` shows
+//! (who is Up and Normal right now; a joining node shows there before it owns
+//! tokens in the CQL tables).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -24,8 +25,8 @@ use crate::error::{CassandraError, Result};
 
 /// Time between two checks while waiting for the cluster to become ready.
 pub const POLL: Duration = Duration::from_secs(2);
-/// GET status runs `nodetool status` and `listsnapshots` on the node: a few
-/// seconds of JVM start each.
+/// GET status asks the node for its ring: a round trip through the agent's
+/// JMX bridge, or a nodetool start (a few seconds under load) without one.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One configured agent.

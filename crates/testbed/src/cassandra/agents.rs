@@ -37,10 +37,10 @@ use crate::{http, net, wait};
 pub const TIDEMARK_BIN_ENV: &str = "TIDEMARK_BIN";
 /// The agent API's status path (tidemark_cassandra::api::STATUS).
 pub const STATUS_PATH: &str = "/v1/status";
-/// An agent's status runs `nodetool status`, a JVM start per call: slow on
-/// two busy cores, so a generous wait for the first answer.
+/// The first status starts the agent's JMX bridge (a JVM compiling its
+/// source file): slow on two busy cores, so a generous wait.
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(180);
-/// Per status request; one nodetool run can take several seconds under load.
+/// Per status request; a ring status can take seconds under load.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the agents of a cluster share; set once `--with-agents` prepared it.
