@@ -61,6 +61,27 @@ fn info() -> Info {
     CLUSTER.get().info()
 }
 
+/// What every test starts from: the shared cluster to itself, a scratch dir,
+/// and the coordinator file `dir/c.toml` under a catalog name of its own.
+struct Setup {
+    _serial: MutexGuard<'static, ()>,
+    info: Info,
+    dir: tempfile::TempDir,
+    name: String,
+    config: PathBuf,
+    catalog: Catalog,
+}
+
+fn setup(base: &str) -> Result<Setup> {
+    let serial = serial();
+    let info = info();
+    let dir = tempfile::tempdir()?;
+    let name = unique(base);
+    let config = config_named(&info, dir.path(), "c.toml", &name, "")?;
+    let catalog = Catalog::open(&config)?;
+    Ok(Setup { _serial: serial, info, dir, name, config, catalog })
+}
+
 /// The testbed's coordinator file under another catalog name, plus `extra`,
 /// written as `dir/file`.
 fn config_named(info: &Info, dir: &Path, file: &str, name: &str, extra: &str) -> Result<PathBuf> {
@@ -314,11 +335,7 @@ fn forget_json(args: &[&str]) -> Result<Value> {
 
 #[test]
 fn keep_last_dry_run_then_prune_keeps_a_restorable_backup() -> Result<()> {
-    let _serial = serial();
-    let info = info();
-    let dir = tempfile::tempdir()?;
-    let config = config_named(&info, dir.path(), "c.toml", &unique("forget-policy"), "")?;
-    let catalog = Catalog::open(&config)?;
+    let Setup { _serial, info, dir, config, catalog, .. } = setup("forget-policy")?;
     let ks = "fgp";
 
     // Three backups, the data changing between them.
@@ -535,12 +552,8 @@ fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 #[test]
 fn named_backups_unknown_ids_retention_table_and_crash_leftovers() -> Result<()> {
-    let _serial = serial();
-    let info = info();
-    let dir = tempfile::tempdir()?;
-    let name = &unique("forget-named");
-    let config = config_named(&info, dir.path(), "c.toml", name, "")?;
-    let catalog = Catalog::open(&config)?;
+    let Setup { _serial, info, dir, name, config, catalog } = setup("forget-named")?;
+    let name = name.as_str();
     let ks = "fgn";
     let mut model = Model::default();
     let mut backups = Vec::new();
@@ -762,12 +775,7 @@ impl Drop for OffsiteAgents {
 
 #[test]
 fn copy_carries_the_manifest_and_the_copy_restores() -> Result<()> {
-    let _serial = serial();
-    let info = info();
-    let dir = tempfile::tempdir()?;
-    let name = &unique("forget-copy");
-    let config = config_named(&info, dir.path(), "c.toml", name, "")?;
-    let catalog = Catalog::open(&config)?;
+    let Setup { _serial, info, dir, config, catalog, .. } = setup("forget-copy")?;
     let ks = "fgc";
     let mut model = Model::default();
     write_gen(&info, ks, 1, &mut model, true)?;
