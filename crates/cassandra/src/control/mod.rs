@@ -23,7 +23,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub enum Control {
     Nodetool(Nodetool),
-    Jmx(JmxBridge),
+    Jmx(Box<JmxBridge>),
 }
 
 impl Control {
@@ -61,7 +61,7 @@ impl Control {
             dir: bridge_dir.to_path_buf(),
             node,
         };
-        Ok(Control::Jmx(JmxBridge::start(settings).await?))
+        Ok(Control::Jmx(Box::new(JmxBridge::start(settings).await?)))
     }
 
     /// The ring as this node sees it (what `nodetool status` shows).
