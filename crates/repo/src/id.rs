@@ -69,9 +69,45 @@ impl Serialize for Id {
     }
 }
 
+/// Parses the hex string in place: trees hold one id per chunk, and going
+/// through a `String` (what `Cow<str>` deserializes to) allocated once per id.
+struct HexVisitor;
+
+impl serde::de::Visitor<'_> for HexVisitor {
+    type Value = Id;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a 64-digit hex id")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Id, E> {
+        s.parse().map_err(E::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        d.deserialize_str(HexVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_bad_hex() {
+        let id = Id(*blake3::hash(b"x").as_bytes());
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+        // Escaped strings reach the visitor as a transient &str, not borrowed.
+        let escaped = format!("\"\\u0030{}\"", &id.to_hex()[1..]);
+        let parsed: Id = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(parsed.to_hex()[1..], id.to_hex()[1..]);
+        let err = serde_json::from_str::<Id>("\"abc\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a 64-digit hex id"), "{err}");
+        assert!(serde_json::from_str::<Id>("42").is_err());
     }
 }

@@ -14,7 +14,11 @@
 //!
 //! In memory, every blob costs one 48-byte [`Entry`] in a sorted vector (id,
 //! pack number, offset, length, raw length with the compressed flag in its top
-//! bit), plus 32 bytes per pack: about 48 MB per million chunks.
+//! bit), plus 32 bytes per pack: about 48 MB per million chunks. A fan-out
+//! table over the leading bits of the ids (at most one 4-byte slot per blob,
+//! 64 Ki slots at most) narrows a lookup to a run of one or two entries: an
+//! unchanged re-backup looks up every chunk of every file, and a plain binary
+//! search spent 7% of its CPU in 32-byte compares.
 
 use std::collections::HashMap;
 
@@ -91,7 +95,14 @@ impl IndexFile {
                 let length = r.u32().ok_or_else(|| bad("truncated"))?;
                 let raw_len = r.u32().ok_or_else(|| bad("truncated"))?;
                 let id = r.id().ok_or_else(|| bad("truncated"))?;
-                blobs.push(PackEntry { id, kind, flags, offset, length, raw_len });
+                blobs.push(PackEntry {
+                    id,
+                    kind,
+                    flags,
+                    offset,
+                    length,
+                    raw_len,
+                });
             }
             packs.push(IndexPack { id, blobs });
         }
@@ -99,7 +110,12 @@ impl IndexFile {
         let mut obsolete = Vec::with_capacity(no.min(1 << 20) as usize);
         for _ in 0..no {
             let id = r.id().ok_or_else(|| bad("truncated"))?;
-            let t = i64::from_le_bytes(r.take(8).ok_or_else(|| bad("truncated"))?.try_into().expect("8"));
+            let t = i64::from_le_bytes(
+                r.take(8)
+                    .ok_or_else(|| bad("truncated"))?
+                    .try_into()
+                    .expect("8"),
+            );
             obsolete.push((id, t));
         }
         if r.pos != b.len() {
@@ -124,7 +140,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|s| s[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|s| u32::from_le_bytes(s.try_into().expect("4")))
+        self.take(4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
     }
     fn id(&mut self) -> Option<Id> {
         self.take(32).and_then(Id::from_slice)
@@ -164,6 +181,49 @@ pub struct Index {
     pub obsolete: HashMap<Id, i64>,
     /// Index files merged into this index.
     pub files: Vec<Id>,
+    /// Per pack number: whether prune marked it obsolete (built by `finish`).
+    obsolete_num: Vec<bool>,
+    data_fan: Fanout,
+    tree_fan: Fanout,
+}
+
+/// Where the entries with each value of an id's leading `bits` bits start
+/// in a sorted vector: entries `start[k]..start[k + 1]` share prefix `k`.
+#[derive(Debug, Default)]
+struct Fanout {
+    bits: u32,
+    start: Vec<u32>,
+}
+
+impl Fanout {
+    fn bucket(bits: u32, id: &Id) -> usize {
+        let lead = u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]);
+        lead.checked_shr(32 - bits).unwrap_or(0) as usize
+    }
+
+    /// About one slot per entry (ids are uniform hashes), 16 bits at most.
+    fn build(sorted: &[Entry]) -> Fanout {
+        let bits = (usize::BITS - sorted.len().leading_zeros())
+            .saturating_sub(1)
+            .min(16);
+        let mut start = vec![0u32; (1usize << bits) + 1];
+        for e in sorted {
+            start[Self::bucket(bits, &e.id) + 1] += 1;
+        }
+        for k in 1..start.len() {
+            start[k] += start[k - 1];
+        }
+        Fanout { bits, start }
+    }
+
+    /// The run of `sorted` that can hold `id` (all of it before `build`).
+    fn range(&self, id: &Id, len: usize) -> std::ops::Range<usize> {
+        if self.start.len() < 2 {
+            return 0..len;
+        }
+        let k = Self::bucket(self.bits, id);
+        self.start[k] as usize..self.start[k + 1] as usize
+    }
 }
 
 impl Index {
@@ -182,8 +242,19 @@ impl Index {
         for p in f.packs {
             let n = self.pack_num(p.id);
             for e in p.blobs {
-                let raw = e.raw_len | if e.flags & FLAG_COMPRESSED != 0 { COMPRESSED_BIT } else { 0 };
-                let entry = Entry { id: e.id, pack: n, offset: e.offset, length: e.length, raw };
+                let raw = e.raw_len
+                    | if e.flags & FLAG_COMPRESSED != 0 {
+                        COMPRESSED_BIT
+                    } else {
+                        0
+                    };
+                let entry = Entry {
+                    id: e.id,
+                    pack: n,
+                    offset: e.offset,
+                    length: e.length,
+                    raw,
+                };
                 match e.kind {
                     BlobType::Data => self.data.push(entry),
                     BlobType::Tree => self.tree.push(entry),
@@ -202,32 +273,46 @@ impl Index {
     /// Sort for lookup; a blob stored in several packs keeps one location,
     /// preferring a pack that is not obsolete.
     pub fn finish(&mut self) {
-        let obsolete: Vec<bool> = self.packs.iter().map(|p| self.obsolete.contains_key(p)).collect();
+        let obsolete: Vec<bool> = self
+            .packs
+            .iter()
+            .map(|p| self.obsolete.contains_key(p))
+            .collect();
         for v in [&mut self.data, &mut self.tree] {
-            v.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(obsolete[a.pack as usize].cmp(&obsolete[b.pack as usize])));
+            v.sort_unstable_by(|a, b| {
+                a.id.cmp(&b.id)
+                    .then(obsolete[a.pack as usize].cmp(&obsolete[b.pack as usize]))
+            });
             v.dedup_by(|later, first| later.id == first.id);
             v.shrink_to_fit();
         }
+        self.data_fan = Fanout::build(&self.data);
+        self.tree_fan = Fanout::build(&self.tree);
+        self.obsolete_num = obsolete;
     }
 
-    fn entries(&self, kind: BlobType) -> &[Entry] {
-        match kind {
-            BlobType::Data => &self.data,
-            BlobType::Tree => &self.tree,
-        }
+    fn find(&self, kind: BlobType, id: &Id) -> Option<&Entry> {
+        let (v, fan) = match kind {
+            BlobType::Data => (&self.data, &self.data_fan),
+            BlobType::Tree => (&self.tree, &self.tree_fan),
+        };
+        let run = &v[fan.range(id, v.len())];
+        run.binary_search_by(|e| e.id.cmp(id)).ok().map(|i| &run[i])
     }
 
     pub fn get(&self, kind: BlobType, id: &Id) -> Option<BlobLocation> {
-        let v = self.entries(kind);
-        let i = v.binary_search_by(|e| e.id.cmp(id)).ok()?;
-        Some(self.resolve(kind, &v[i]))
+        self.find(kind, id).map(|e| self.resolve(kind, e))
     }
 
     fn resolve(&self, kind: BlobType, e: &Entry) -> BlobLocation {
         BlobLocation {
             pack: self.packs[e.pack as usize],
             kind,
-            flags: if e.raw & COMPRESSED_BIT != 0 { FLAG_COMPRESSED } else { 0 },
+            flags: if e.raw & COMPRESSED_BIT != 0 {
+                FLAG_COMPRESSED
+            } else {
+                0
+            },
             offset: e.offset,
             length: e.length,
             raw_len: e.raw & !COMPRESSED_BIT,
@@ -237,7 +322,12 @@ impl Index {
     /// Whether a backup may reuse this blob instead of storing it again:
     /// known, and not only in a pack that prune has marked obsolete.
     pub fn has_live(&self, kind: BlobType, id: &Id) -> bool {
-        self.get(kind, id).is_some_and(|l| !self.obsolete.contains_key(&l.pack))
+        self.find(kind, id)
+            .is_some_and(|e| match self.obsolete_num.get(e.pack as usize) {
+                Some(&marked) => !marked,
+                // Not finished yet: no table to go by.
+                None => !self.obsolete.contains_key(&self.packs[e.pack as usize]),
+            })
     }
 
     pub fn blob_count(&self) -> usize {
@@ -253,7 +343,11 @@ impl Index {
         self.data
             .iter()
             .map(|e| (e.id, self.resolve(BlobType::Data, e)))
-            .chain(self.tree.iter().map(|e| (e.id, self.resolve(BlobType::Tree, e))))
+            .chain(
+                self.tree
+                    .iter()
+                    .map(|e| (e.id, self.resolve(BlobType::Tree, e))),
+            )
     }
 
     /// The blobs of each pack, as index files store them (sorted by offset).
@@ -282,14 +376,22 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_entry() -> impl Strategy<Value = PackEntry> {
-        (any::<[u8; 32]>(), 0u8..2, 0u8..2, any::<u32>(), any::<u32>(), 0u32..(1 << 31)).prop_map(|(id, k, f, o, l, r)| PackEntry {
-            id: Id(id),
-            kind: BlobType::from_u8(k).unwrap(),
-            flags: f,
-            offset: o,
-            length: l,
-            raw_len: r,
-        })
+        (
+            any::<[u8; 32]>(),
+            0u8..2,
+            0u8..2,
+            any::<u32>(),
+            any::<u32>(),
+            0u32..(1 << 31),
+        )
+            .prop_map(|(id, k, f, o, l, r)| PackEntry {
+                id: Id(id),
+                kind: BlobType::from_u8(k).unwrap(),
+                flags: f,
+                offset: o,
+                length: l,
+                raw_len: r,
+            })
     }
 
     proptest! {
@@ -324,10 +426,73 @@ mod tests {
     }
 
     #[test]
+    fn fanout_lookup_finds_every_id_and_no_other() {
+        for n in [0usize, 1, 2, 3, 100, 5000] {
+            let id = |i: usize| Id(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            let blobs: Vec<PackEntry> = (0..n)
+                .map(|i| PackEntry {
+                    id: id(i),
+                    kind: BlobType::Data,
+                    flags: 0,
+                    offset: i as u32,
+                    length: 1,
+                    raw_len: 1,
+                })
+                .collect();
+            let mut idx = Index::default();
+            idx.add_file(
+                None,
+                IndexFile {
+                    packs: vec![IndexPack {
+                        id: Id([1; 32]),
+                        blobs,
+                    }],
+                    obsolete: vec![],
+                },
+            );
+            idx.finish();
+            for i in 0..n {
+                assert_eq!(
+                    idx.get(BlobType::Data, &id(i)).map(|l| l.offset),
+                    Some(i as u32),
+                    "n={n} i={i}"
+                );
+                assert!(idx.has_live(BlobType::Data, &id(i)));
+                assert!(idx.get(BlobType::Tree, &id(i)).is_none());
+            }
+            for i in n..n + 200 {
+                assert!(
+                    idx.get(BlobType::Data, &id(i)).is_none(),
+                    "n={n} i={i} is not indexed"
+                );
+            }
+            // Ids at both ends of the range land in the first and last slots.
+            assert!(idx.get(BlobType::Data, &Id([0; 32])).is_none());
+            assert!(idx.get(BlobType::Data, &Id([0xff; 32])).is_none());
+        }
+    }
+
+    #[test]
     fn obsolete_packs_are_not_offered_for_dedup() {
-        let e = PackEntry { id: Id([7; 32]), kind: BlobType::Data, flags: 0, offset: 0, length: 1, raw_len: 1 };
+        let e = PackEntry {
+            id: Id([7; 32]),
+            kind: BlobType::Data,
+            flags: 0,
+            offset: 0,
+            length: 1,
+            raw_len: 1,
+        };
         let mut idx = Index::default();
-        idx.add_file(None, IndexFile { packs: vec![IndexPack { id: Id([1; 32]), blobs: vec![e] }], obsolete: vec![(Id([1; 32]), 5)] });
+        idx.add_file(
+            None,
+            IndexFile {
+                packs: vec![IndexPack {
+                    id: Id([1; 32]),
+                    blobs: vec![e],
+                }],
+                obsolete: vec![(Id([1; 32]), 5)],
+            },
+        );
         idx.finish();
         assert!(idx.get(BlobType::Data, &e.id).is_some());
         assert!(!idx.has_live(BlobType::Data, &e.id));
