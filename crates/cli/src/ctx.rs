@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use tidemark_repo::repo::FileKind;
 use tidemark_repo::{RepoError, Repository};
 use tidemark_store::{DynStore, Location, OpenOptions};
 
@@ -39,8 +40,13 @@ pub fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| level.into());
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+        .unwrap_or_else(|_| level.into());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 /// One runtime per process; engine threads block on it for storage I/O.
@@ -90,19 +96,43 @@ impl Global {
     /// Open the repository with a passphrase obtained elsewhere (copy's
     /// target has its own).
     pub fn open_with(&self, password: &str) -> Result<Repository> {
+        self.open_with_prefetch(password, &[])
+    }
+
+    /// What commands that read the whole index and every snapshot fetch ahead.
+    pub const INDEX_AND_SNAPSHOTS: &'static [FileKind] = &[FileKind::Index, FileKind::Snapshot];
+
+    /// Open the repository, fetching the files of `kinds` while the key is
+    /// derived: for commands that read them all right after opening.
+    pub fn open_for(&self, kinds: &[FileKind]) -> Result<Repository> {
+        self.open_with_prefetch(&self.password()?, kinds)
+    }
+
+    fn open_with_prefetch(&self, password: &str, kinds: &[FileKind]) -> Result<Repository> {
         let loc = self.location()?;
-        Ok(tidemark_repo::repo::open_location(&loc, &self.open_options(None), runtime().handle().clone(), password.as_bytes())?)
+        let opts = self.open_options(None);
+        Ok(tidemark_repo::repo::open_location_prefetching(
+            &loc,
+            &opts,
+            runtime().handle().clone(),
+            password.as_bytes(),
+            kinds,
+        )?)
     }
 
     pub fn progress(&self) -> Arc<crate::progress::CliProgress> {
-        Arc::new(crate::progress::CliProgress::new(!self.quiet && std::io::stderr().is_terminal(), self.quiet))
+        Arc::new(crate::progress::CliProgress::new(
+            !self.quiet && std::io::stderr().is_terminal(),
+            self.quiet,
+        ))
     }
 }
 
 /// A passphrase from a file (first line) or an environment variable.
 pub fn read_password(file: Option<&PathBuf>, var: &str) -> Result<String> {
     if let Some(f) = file {
-        let s = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
         let line = s.lines().next().unwrap_or("").to_string();
         if line.is_empty() {
             bail!("password file {} is empty", f.display());

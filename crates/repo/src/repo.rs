@@ -5,7 +5,8 @@
 //! a tokio runtime and blocks on it from engine threads (never from inside
 //! the runtime), so CPU work stays on plain threads and I/O on the runtime.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tidemark_store::{DynStore, ObjectMeta, StoreError};
@@ -82,6 +83,64 @@ pub struct Repository {
     cipher: Cipher,
     pub config: RepoConfig,
     key_id: Id,
+    prefetch: Mutex<Prefetch>,
+}
+
+/// Stored files fetched while the key is derived (see
+/// [`Repository::open_prefetching`]), by storage key. Files are named by the
+/// hash of their bytes, so a fetched copy is the file itself for as long as
+/// that name is listed: what is used is always decided by a listing made
+/// after the fetch, and files written later are fetched as usual.
+enum Prefetch {
+    Off,
+    Pending(tokio::task::JoinHandle<HashMap<String, Bytes>>),
+    Ready(HashMap<String, Bytes>),
+}
+
+/// Requests in flight at once while fetching ahead.
+const PREFETCH_CONCURRENCY: usize = 8;
+
+/// Every file of `kinds`, fetched with a few requests in flight. Failures
+/// are left out: the normal load reports them.
+async fn fetch_ahead(store: DynStore, kinds: Vec<FileKind>) -> HashMap<String, Bytes> {
+    let mut keys = Vec::new();
+    for kind in kinds {
+        if let Ok(metas) = store.list(kind.dir()).await {
+            keys.extend(
+                metas
+                    .into_iter()
+                    .filter(|m| id_from_key(&m.key).is_some())
+                    .map(|m| m.key),
+            );
+        }
+    }
+    let slots = Arc::new(tokio::sync::Semaphore::new(PREFETCH_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for key in keys {
+        let (store, slots) = (store.clone(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.ok()?;
+            store.get(&key).await.ok().map(|b| (key, b))
+        });
+    }
+    let mut out = HashMap::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some((k, b))) = r {
+            out.insert(k, b);
+        }
+    }
+    out
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.prefetch.lock() {
+            if let Prefetch::Pending(h) = &*p {
+                h.abort();
+            }
+            *p = Prefetch::Off;
+        }
+    }
 }
 
 impl std::fmt::Debug for Repository {
@@ -92,7 +151,12 @@ impl std::fmt::Debug for Repository {
 
 impl Repository {
     /// Create a new repository; refuses when one already exists there.
-    pub fn init(store: DynStore, rt: Handle, password: &[u8], opts: InitOptions) -> Result<Repository> {
+    pub fn init(
+        store: DynStore,
+        rt: Handle,
+        password: &[u8],
+        opts: InitOptions,
+    ) -> Result<Repository> {
         opts.config.validate()?;
         rt.block_on(store.create(opts.config.object_lock_days.is_some()))?;
         if rt.block_on(store.head(CONFIG_KEY))?.is_some() {
@@ -109,6 +173,7 @@ impl Repository {
             cipher,
             config: opts.config,
             key_id: Id::default(),
+            prefetch: Mutex::new(Prefetch::Off),
         };
         repo.key_id = repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
@@ -118,6 +183,19 @@ impl Repository {
 
     /// Open an existing repository with a passphrase.
     pub fn open(store: DynStore, rt: Handle, password: &[u8]) -> Result<Repository> {
+        Self::open_prefetching(store, rt, password, &[])
+    }
+
+    /// Open, and fetch every file of `prefetch` (index files, snapshots)
+    /// while the key is derived: the derivation is deliberately slow (about
+    /// 0.1 s of CPU), and the command would fetch those files right after it
+    /// anyway, one round trip after another on a remote store.
+    pub fn open_prefetching(
+        store: DynStore,
+        rt: Handle,
+        password: &[u8],
+        prefetch: &[FileKind],
+    ) -> Result<Repository> {
         let config = match rt.block_on(store.get(CONFIG_KEY)) {
             Ok(b) => RepoConfig::from_bytes(&b)?,
             Err(StoreError::NotFound { .. }) => {
@@ -128,8 +206,14 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let keys = rt.block_on(store.list(FileKind::Key.dir()))?;
+        let mut ahead = match prefetch {
+            [] => Prefetch::Off,
+            kinds => Prefetch::Pending(rt.spawn(fetch_ahead(store.clone(), kinds.to_vec()))),
+        };
         for meta in keys {
-            let Some(id) = id_from_key(&meta.key) else { continue };
+            let Some(id) = id_from_key(&meta.key) else {
+                continue;
+            };
             let bytes = rt.block_on(store.get(&meta.key))?;
             let kf = match KeyFile::from_bytes(&bytes, &format!("key {id}")) {
                 Ok(kf) => kf,
@@ -147,8 +231,12 @@ impl Repository {
                     cipher,
                     config,
                     key_id: id,
+                    prefetch: Mutex::new(std::mem::replace(&mut ahead, Prefetch::Off)),
                 });
             }
+        }
+        if let Prefetch::Pending(h) = ahead {
+            h.abort();
         }
         Err(RepoError::WrongPassword)
     }
@@ -213,17 +301,41 @@ impl Repository {
 
     /// Load, check against its id, decrypt and decompress a metadata file.
     pub fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.get(&kind.key(id))?;
+        let key = kind.key(id);
+        let bytes = match self.take_prefetched(&key) {
+            Some(b) => b,
+            None => self.get(&key)?,
+        };
         self.open_file(kind, id, &bytes)
+    }
+
+    /// A file fetched ahead at open (each is handed out once); waits for the
+    /// fetch when it is still running.
+    fn take_prefetched(&self, key: &str) -> Option<Bytes> {
+        let mut p = self.prefetch.lock().expect("poisoned");
+        if let Prefetch::Pending(_) = &*p {
+            let Prefetch::Pending(h) = std::mem::replace(&mut *p, Prefetch::Off) else {
+                unreachable!()
+            };
+            *p = Prefetch::Ready(self.rt.block_on(h).unwrap_or_default());
+        }
+        match &mut *p {
+            Prefetch::Ready(m) => m.remove(key),
+            _ => None,
+        }
     }
 
     pub fn open_file(&self, kind: FileKind, id: &Id, bytes: &[u8]) -> Result<Vec<u8>> {
         let what = || format!("{} {id}", kind.name());
         if Id::of_stored(bytes) != *id {
-            return Err(RepoError::corrupt(what(), "content does not match its id (altered or truncated)"));
+            return Err(RepoError::corrupt(
+                what(),
+                "content does not match its id (altered or truncated)",
+            ));
         }
         let z = self.cipher.open(bytes, &what)?;
-        zstd::stream::decode_all(&z[..]).map_err(|e| RepoError::corrupt(what(), format!("zstd: {e}")))
+        zstd::stream::decode_all(&z[..])
+            .map_err(|e| RepoError::corrupt(what(), format!("zstd: {e}")))
     }
 
     // ---- snapshots ----
@@ -238,7 +350,11 @@ impl Repository {
 
     /// Every snapshot, oldest first. Loads in parallel.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let ids: Vec<Id> = self.list(FileKind::Snapshot)?.into_iter().map(|(id, _)| id).collect();
+        let ids: Vec<Id> = self
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         // A snapshot removed by a concurrent `forget` between listing and
         // loading is simply gone, not an error.
         let loaded = self.load_many(&ids, |id| match self.load_snapshot(id) {
@@ -246,7 +362,10 @@ impl Repository {
             Err(RepoError::Store(e)) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         })?;
-        let mut out: Vec<(Id, Snapshot)> = loaded.into_iter().filter_map(|(id, s)| s.map(|s| (id, s))).collect();
+        let mut out: Vec<(Id, Snapshot)> = loaded
+            .into_iter()
+            .filter_map(|(id, s)| s.map(|s| (id, s)))
+            .collect();
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
     }
@@ -254,10 +373,9 @@ impl Repository {
     /// A snapshot by full id, unique hex prefix, or `latest`.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
-            return self
-                .list_snapshots()?
-                .pop()
-                .ok_or_else(|| RepoError::SnapshotNotFound("latest (the repository has no snapshots)".into()));
+            return self.list_snapshots()?.pop().ok_or_else(|| {
+                RepoError::SnapshotNotFound("latest (the repository has no snapshots)".into())
+            });
         }
         let ids: Vec<Id> = self
             .list(FileKind::Snapshot)?
@@ -286,7 +404,10 @@ impl Repository {
     }
 
     pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
-        IndexFile::decode(&self.load_file(FileKind::Index, id)?, &format!("index {id}"))
+        IndexFile::decode(
+            &self.load_file(FileKind::Index, id)?,
+            &format!("index {id}"),
+        )
     }
 
     /// Merge every index file into one searchable index.
@@ -307,7 +428,11 @@ impl Repository {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let ids: Vec<Id> = self.list(FileKind::Index)?.into_iter().map(|(id, _)| id).collect();
+            let ids: Vec<Id> = self
+                .list(FileKind::Index)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
             match self.load_many(&ids, |id| self.load_index_file(id)) {
                 Err(RepoError::Store(e)) if e.is_not_found() && attempt < 5 => continue,
                 other => return other,
@@ -316,17 +441,27 @@ impl Repository {
     }
 
     /// Load many files concurrently (I/O bound: several requests in flight).
-    fn load_many<T: Send>(&self, ids: &[Id], load: impl Fn(&Id) -> Result<T> + Sync) -> Result<Vec<(Id, T)>> {
+    fn load_many<T: Send>(
+        &self,
+        ids: &[Id],
+        load: impl Fn(&Id) -> Result<T> + Sync,
+    ) -> Result<Vec<(Id, T)>> {
         use rayon::prelude::*;
         let pool = io_pool();
-        pool.install(|| ids.par_iter().map(|id| load(id).map(|t| (*id, t))).collect())
+        pool.install(|| {
+            ids.par_iter()
+                .map(|id| load(id).map(|t| (*id, t)))
+                .collect()
+        })
     }
 
     // ---- blobs ----
 
     /// Read, decrypt and check one blob.
     pub fn read_blob(&self, index: &Index, kind: BlobType, id: &Id) -> Result<Vec<u8>> {
-        let loc = index.get(kind, id).ok_or_else(|| RepoError::BlobNotFound { id: id.to_hex() })?;
+        let loc = index
+            .get(kind, id)
+            .ok_or_else(|| RepoError::BlobNotFound { id: id.to_hex() })?;
         let bytes = self.rt.block_on(self.store.get_range(
             &FileKind::Pack.key(&loc.pack),
             loc.offset as u64,
@@ -369,11 +504,19 @@ impl Repository {
     /// one this process opened the repository with.
     pub fn remove_key(&self, spec: &str) -> Result<Id> {
         let keys = self.list(FileKind::Key)?;
-        let matches: Vec<Id> = keys.iter().map(|(id, _)| *id).filter(|id| id.to_hex().starts_with(spec)).collect();
+        let matches: Vec<Id> = keys
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| id.to_hex().starts_with(spec))
+            .collect();
         let id = match matches.len() {
             0 => return Err(RepoError::KeyNotFound(spec.into())),
             1 => matches[0],
-            _ => return Err(RepoError::Invalid(format!("key prefix {spec} is ambiguous"))),
+            _ => {
+                return Err(RepoError::Invalid(format!(
+                    "key prefix {spec} is ambiguous"
+                )))
+            }
         };
         if keys.len() <= 1 {
             return Err(RepoError::LastKey);
@@ -425,17 +568,103 @@ pub fn open_location(
     rt: Handle,
     password: &[u8],
 ) -> Result<Repository> {
+    open_location_prefetching(loc, opts, rt, password, &[])
+}
+
+/// [`open_location`], fetching the files of `prefetch` while the key is
+/// derived (see [`Repository::open_prefetching`]).
+pub fn open_location_prefetching(
+    loc: &tidemark_store::Location,
+    opts: &tidemark_store::OpenOptions,
+    rt: Handle,
+    password: &[u8],
+    prefetch: &[FileKind],
+) -> Result<Repository> {
     let store = loc.open(opts)?;
     let config = match rt.block_on(store.get(CONFIG_KEY)) {
         Ok(b) => crate::config::RepoConfig::from_bytes(&b)?,
         Err(tidemark_store::StoreError::NotFound { .. }) => {
-            return Err(RepoError::NotARepository { location: store.describe() })
+            return Err(RepoError::NotARepository {
+                location: store.describe(),
+            })
         }
         Err(e) => return Err(e.into()),
     };
     let store = match config.object_lock_days {
-        Some(d) => loc.open(&tidemark_store::OpenOptions { lock_days: Some(d), ..opts.clone() })?,
+        Some(d) => loc.open(&tidemark_store::OpenOptions {
+            lock_days: Some(d),
+            ..opts.clone()
+        })?,
         None => store,
     };
-    Repository::open(store, rt, password)
+    Repository::open_prefetching(store, rt, password, prefetch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk::tests::TestRepo;
+
+    fn ids(v: Vec<(Id, Snapshot)>) -> Vec<Id> {
+        let mut ids: Vec<Id> = v.into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn prefetched_files_are_used_as_the_later_listing_says() {
+        let t = TestRepo::new();
+        let src = t.dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), crate::walk::tests::random_bytes(100_000)).unwrap();
+        let (a, _) = t.backup(&[&src]);
+        let (b, _) = t.backup(&[&src]);
+        let opened = Repository::open_prefetching(
+            t.repo.store().clone(),
+            t.repo.runtime().clone(),
+            b"pw",
+            &[FileKind::Index, FileKind::Snapshot],
+        )
+        .unwrap();
+        // Wait for the fetch, so the changes below come after it.
+        assert!(opened.take_prefetched("snapshots/none").is_none());
+
+        // Changed after the fetch: snapshot a removed, c added, b's file
+        // damaged on disk (the fetched copy is b as it was listed).
+        t.repo.delete_file(FileKind::Snapshot, &a).unwrap();
+        std::fs::write(src.join("g"), b"new file").unwrap();
+        let (c, _) = t.backup(&[&src]);
+        std::fs::write(
+            t.dir.path().join("repo").join(FileKind::Snapshot.key(&b)),
+            b"damaged",
+        )
+        .unwrap();
+
+        // The listing decides: a is gone, c is loaded from storage, b from
+        // the copy fetched ahead (storage now holds damaged bytes).
+        let mut want = vec![b, c];
+        want.sort();
+        assert_eq!(ids(opened.list_snapshots().unwrap()), want);
+        // Handed out once: the next load reads storage and finds the damage.
+        let err = opened.load_snapshot(&b).unwrap_err().to_string();
+        assert!(err.contains("does not match its id"), "{err}");
+        // The index is every listed index file, fetched ahead or not.
+        let index = opened.load_index().unwrap();
+        assert_eq!(
+            index.files.len(),
+            t.repo.list(FileKind::Index).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn wrong_password_with_prefetch_is_refused() {
+        let t = TestRepo::new();
+        let r = Repository::open_prefetching(
+            t.repo.store().clone(),
+            t.repo.runtime().clone(),
+            b"nope",
+            &[FileKind::Index],
+        );
+        assert!(matches!(r, Err(RepoError::WrongPassword)), "{r:?}");
+    }
 }

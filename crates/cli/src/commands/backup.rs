@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
     let parent = if a.force {
         ParentChoice::None
     } else if let Some(p) = &a.parent {

@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let src = g.open()?;
+    let src = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
     let to_password = read_password(a.to_password_file.as_ref(), "TIDEMARK_TO_PASSWORD")
         .context("target passphrase (--to-password-file or TIDEMARK_TO_PASSWORD)")?;
     let target = Global {

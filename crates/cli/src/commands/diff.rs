@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
     let (id1, s1) = repo.find_snapshot(&a.snap1)?;
     let (id2, s2) = repo.find_snapshot(&a.snap2)?;
     let index = repo.load_index()?;

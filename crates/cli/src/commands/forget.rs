@@ -81,7 +81,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(&[tidemark_repo::repo::FileKind::Snapshot])?;
     let opts = ForgetOptions {
         policy: KeepPolicy {
             tags: a.keep_tag.clone(),

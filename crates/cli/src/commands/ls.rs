@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let index = repo.load_index()?;
     let mut walker = Walker::new(&repo, &index);

@@ -58,7 +58,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
     let st = run_prune(g, &repo, &a.prune, a.dry_run)?;
     if a.json {
         print_json(&st)?;

@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let progress = g.progress();
     let include = a

@@ -26,7 +26,7 @@ struct Row<'a> {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(&[tidemark_repo::repo::FileKind::Snapshot])?;
     let snaps: Vec<(Id, Snapshot)> = repo
         .list_snapshots()?
         .into_iter()

@@ -36,7 +36,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
     let snaps: Vec<(Id, Snapshot)> = if a.snapshots.is_empty() {
         repo.list_snapshots()?
     } else {
