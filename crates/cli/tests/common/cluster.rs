@@ -132,10 +132,11 @@ impl Catalog {
     }
 }
 
+/// (keyspace, table) -> file name -> size.
+pub type TableFiles = BTreeMap<(String, String), BTreeMap<String, u64>>;
+
 /// Per node: (keyspace, table) -> file name -> size, from the manifest.
-pub fn files_by_node(
-    m: &ClusterManifest,
-) -> Result<BTreeMap<String, BTreeMap<(String, String), BTreeMap<String, u64>>>> {
+pub fn files_by_node(m: &ClusterManifest) -> Result<BTreeMap<String, TableFiles>> {
     let mut out = BTreeMap::new();
     for n in &m.nodes {
         let d: NodeDetail = n.detail()?;
