@@ -116,7 +116,12 @@ fn pack_files(repo: &Path) -> BTreeSet<String> {
         return out;
     };
     for d in rd {
-        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+        let d = d.unwrap();
+        // data/ also holds the temporary of a pack being written.
+        if !d.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).unwrap() {
             let name = f.unwrap().file_name().into_string().unwrap();
             if name.len() == 64 {
                 out.insert(name);
@@ -415,6 +420,26 @@ fn killed_backup_leaves_unindexed_packs_that_prune_removes_only_by_the_age_rule(
         "{st}"
     );
     assert!(pack_files(&repo).is_empty());
+    // The pack the backup was writing when killed went with them.
+    assert_eq!(temporaries(&repo), Vec::<PathBuf>::new(), "{st}");
+}
+
+/// Writers' temporaries anywhere in the repository.
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(temporaries(&e.path()));
+        } else if e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tidemark-tmp.")
+        {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 /// The content of worker `w`'s directory at run `r`: a file every worker

@@ -11,6 +11,12 @@
 //! written only after the packs they name are stored, a few packs at a time,
 //! so a backup killed at any moment leaves packs that are either indexed (and
 //! reused by the next backup) or unreferenced (and removed by prune).
+//!
+//! On a store that stages objects (a local disk), a pack is not kept in
+//! memory at all: each sealed blob is written to the pack's temporary file at
+//! once, and "uploading" a full pack is its fsync and rename. A killed backup
+//! leaves that temporary behind; prune sweeps it by the unindexed packs' age
+//! rule.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,7 +166,13 @@ impl<'r> Packer<'r> {
 
     /// Compress (into this thread's scratch buffer) and seal straight into
     /// the open pack: the only per-blob memory is the compressed copy.
-    fn store(&self, kind: BlobType, id: Id, plain: &[u8], probe: Option<&CompressProbe>) -> Result<()> {
+    fn store(
+        &self,
+        kind: BlobType,
+        id: Id,
+        plain: &[u8],
+        probe: Option<&CompressProbe>,
+    ) -> Result<()> {
         let level = self.level_for(kind);
         let attempt = level != 0 && probe.is_none_or(|p| p.should_try());
         SCRATCH.with(|cell| {
@@ -218,9 +230,16 @@ impl<'r> Packer<'r> {
                     BlobType::Data => self.spare.lock().expect("poisoned").pop(),
                     BlobType::Tree => None,
                 };
-                *open = match buf {
-                    Some(buf) => PackBuilder::with_buffer(buf),
-                    None => PackBuilder::with_capacity(self.capacity),
+                *open = match self.repo.store().stage(FileKind::Pack.dir())? {
+                    // Room for one blob: each goes to the store once sealed.
+                    Some(staged) => PackBuilder::staged(
+                        buf.unwrap_or_else(|| Vec::with_capacity(self.capacity - self.pack_size)),
+                        staged,
+                    ),
+                    None => match buf {
+                        Some(buf) => PackBuilder::with_buffer(buf),
+                        None => PackBuilder::with_capacity(self.capacity),
+                    },
                 };
             }
             add(&mut open);
@@ -262,15 +281,34 @@ impl<'r> Packer<'r> {
         let sealed_index = IndexSealer::new(self.repo);
         let spare = self.spare.clone();
         let slots = self.slot_count;
+        let staged = match pack.staged {
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(staged)) => Some(staged),
+            None => None,
+        };
         let handle = rt.spawn(async move {
-            let bytes = Bytes::from(pack.bytes);
-            store.put(&key, bytes.clone()).await?;
-            // The store has let go of its copies: take the buffer back for
-            // the next pack (it is shared only when a store kept a clone).
-            if let Ok(b) = bytes.try_into_mut() {
+            let buf = match staged {
+                Some(staged) => {
+                    // The bytes are written; make them durable and visible.
+                    let commit = move || staged.commit(&key);
+                    tokio::task::spawn_blocking(commit)
+                        .await
+                        .map_err(|e| RepoError::Invalid(format!("pack commit task: {e}")))??;
+                    Some(pack.bytes)
+                }
+                None => {
+                    let bytes = Bytes::from(pack.bytes);
+                    store.put(&key, bytes.clone()).await?;
+                    // The store has let go of its copies: take the buffer
+                    // back (it is shared only when a store kept a clone).
+                    bytes.try_into_mut().ok().map(Vec::from)
+                }
+            };
+            // Reused for the next pack.
+            if let Some(b) = buf {
                 let mut spare = spare.lock().expect("poisoned");
                 if spare.len() < slots {
-                    spare.push(Vec::from(b));
+                    spare.push(b);
                 }
             }
             drop(permit);

@@ -115,6 +115,8 @@ pub struct PruneStats {
     /// Packs in no index deleted (left by killed backups) or kept (too young).
     pub unindexed_deleted: u64,
     pub unindexed_kept: u64,
+    /// Temporaries of writers that died, deleted (local disks only).
+    pub temporaries_deleted: u64,
     /// Unused blobs taken out of the live index this run.
     pub blobs_removed: u64,
     pub blobs_repacked: u64,
@@ -363,6 +365,10 @@ pub fn prune(
         st.index_files_written += new_index_files.len() as u64;
         progress.phase("deleting packs");
         delete_packs(repo, deletions.iter().chain(&unindexed))?;
+        // What killed writers left (a local disk's temporaries, among them
+        // the pack a killed backup was filling), by the unindexed packs' rule.
+        let before = horizon.min(young);
+        st.temporaries_deleted = repo.block_on(repo.store().sweep_temporaries(before))?;
     }
 
     if let Some(days) = repo.config.object_lock_days {
@@ -618,7 +624,12 @@ fn extend_retention(
         .filter(|(id, m)| matches!(fates.get(id), Some(Fate::Keep | Fate::Recover)) && needs(m))
         .map(|(_, m)| m.key.clone())
         .collect();
-    for kind in [FileKind::Index, FileKind::Snapshot, FileKind::Key, FileKind::Catalog] {
+    for kind in [
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Key,
+        FileKind::Catalog,
+    ] {
         keys.extend(
             repo.list(kind)?
                 .into_iter()
@@ -844,6 +855,9 @@ mod tests {
         let junk = random(1000);
         let id = Id::of_stored(&junk);
         t.repo.put(&FileKind::Pack.key(&id), junk).unwrap();
+        // The pack a killed backup was writing: a temporary, by the same rule.
+        let temp = t.dir.path().join("repo/data/.tidemark-tmp.killed");
+        std::fs::write(&temp, b"half a pack").unwrap();
         let st = prune(
             &t.repo,
             &PruneOptions {
@@ -882,8 +896,14 @@ mod tests {
         .unwrap();
         assert_eq!(st.unindexed_deleted, 1);
         assert!(pack_ids(&t).contains(&id), "dry run deletes nothing");
-        prune(&t.repo, &eager(), &NoProgress).unwrap();
+        assert!(
+            temp.exists(),
+            "young, within the skew margin, or a dry run: kept"
+        );
+        let st = prune(&t.repo, &eager(), &NoProgress).unwrap();
         assert!(!pack_ids(&t).contains(&id));
+        assert_eq!(st.temporaries_deleted, 1);
+        assert!(!temp.exists());
     }
 
     #[test]

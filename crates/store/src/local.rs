@@ -140,26 +140,83 @@ fn not_found_or(key: &str, e: StoreError) -> StoreError {
 
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("a validated key has a parent");
+    let (tmp, mut file) = create_temporary(dir)?;
+    let written = file
+        .write_all(data)
+        .and_then(|()| publish(&file, &tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A new temporary in `dir` (created when missing).
+fn create_temporary(dir: &Path) -> io::Result<(PathBuf, File)> {
     let tmp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
     let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-    let mut file = match open() {
+    let file = match open() {
         Err(e) if e.kind() == ErrorKind::NotFound => {
             fs::create_dir_all(dir)?;
             open()?
         }
         other => other?,
     };
-    let written = file
-        .write_all(data)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
+    Ok((tmp, file))
+}
+
+/// Make a written temporary durable and rename it into place.
+fn publish(file: &File, tmp: &Path, path: &Path) -> io::Result<()> {
+    file.sync_all()?;
+    let dir = path.parent().expect("a validated key has a parent");
+    if let Err(e) = fs::rename(tmp, path) {
+        if e.kind() != ErrorKind::NotFound || dir.exists() {
+            return Err(e);
+        }
+        // A staged temporary lives above its key's directory, which may not
+        // exist yet (packs: data/<2 hex digits>/).
+        fs::create_dir_all(dir)?;
+        fs::rename(tmp, path)?;
     }
     // The rename itself lives in the directory; without this a power loss
     // may forget it even though the data blocks are on disk.
     File::open(dir)?.sync_all()
+}
+
+/// An object written piece by piece into a temporary (see `Store::stage`).
+struct StagedFile {
+    root: Arc<PathBuf>,
+    tmp: PathBuf,
+    file: File,
+    committed: bool,
+}
+
+impl crate::Staged for StagedFile {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file.write_all(data).map_err(|source| StoreError::Io {
+            key: self.tmp.display().to_string(),
+            source,
+        })
+    }
+
+    fn commit(mut self: Box<Self>, key: &str) -> Result<()> {
+        validate_key(key)?;
+        let path = self.root.join(key);
+        publish(&self.file, &self.tmp, &path).map_err(|source| StoreError::Io {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
@@ -252,6 +309,25 @@ impl Store for LocalStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path_of(key)?;
         blocking(key, move || write_atomic(&path, &data)).await
+    }
+
+    async fn sweep_temporaries(&self, before: DateTime<Utc>) -> Result<u64> {
+        let age = (Utc::now() - before).to_std().unwrap_or(Duration::ZERO);
+        Ok(self.remove_stale_temporaries(age).await? as u64)
+    }
+
+    fn stage(&self, dir: &str) -> Result<Option<Box<dyn crate::Staged>>> {
+        let dir_path = self.path_of(dir.trim_end_matches('/'))?;
+        let (tmp, file) = create_temporary(&dir_path).map_err(|source| StoreError::Io {
+            key: dir.to_owned(),
+            source,
+        })?;
+        Ok(Some(Box::new(StagedFile {
+            root: self.root.clone(),
+            tmp,
+            file,
+            committed: false,
+        })))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -355,6 +431,49 @@ mod tests {
         }
         validate_key("data/ab/ab12").unwrap();
         validate_key("config").unwrap();
+    }
+
+    #[tokio::test]
+    async fn staged_objects_appear_whole_on_commit_and_vanish_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut staged = store.stage("data/").unwrap().expect("local disks stage");
+        staged.write(b"first piece, ").unwrap();
+        staged.write(b"second piece").unwrap();
+        // Written but not committed: no object, only a temporary.
+        assert!(store.list("").await.unwrap().is_empty());
+        // The key's directory does not exist yet; commit creates it.
+        staged.commit("data/cd/cdef").unwrap();
+        assert_eq!(
+            store.get("data/cd/cdef").await.unwrap(),
+            Bytes::from_static(b"first piece, second piece")
+        );
+
+        let mut dropped = store.stage("data/").unwrap().unwrap();
+        dropped.write(b"never committed").unwrap();
+        drop(dropped);
+        let keys: Vec<_> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, vec!["data/cd/cdef".to_owned()]);
+        // Nothing left behind, not even a temporary.
+        assert_eq!(
+            store
+                .remove_stale_temporaries(Duration::ZERO)
+                .await
+                .unwrap(),
+            0
+        );
+        // Keys are checked as for put.
+        let bad = store.stage("data/").unwrap().unwrap();
+        assert!(matches!(
+            bad.commit("../escape"),
+            Err(StoreError::InvalidKey { .. })
+        ));
     }
 
     #[tokio::test]

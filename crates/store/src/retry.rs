@@ -111,6 +111,16 @@ impl Store for RetryStore {
             .await
     }
 
+    /// Not retried: a staged object is written once, from memory the
+    /// caller no longer holds; errors reach the caller, who stores anew.
+    async fn sweep_temporaries(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.inner.sweep_temporaries(before).await
+    }
+
+    fn stage(&self, dir: &str) -> Result<Option<Box<dyn crate::Staged>>> {
+        self.inner.stage(dir)
+    }
+
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         // `Bytes` clones share the buffer: a retry costs no copy.
         self.run("put", key, || self.inner.put(key, data.clone()))

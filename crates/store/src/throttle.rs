@@ -98,6 +98,18 @@ impl Store for ThrottleStore {
         self.inner.create(object_lock).await
     }
 
+    /// Only without an upload limit: staged writes would bypass it.
+    async fn sweep_temporaries(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.inner.sweep_temporaries(before).await
+    }
+
+    fn stage(&self, dir: &str) -> Result<Option<Box<dyn crate::Staged>>> {
+        match self.upload {
+            Some(_) => Ok(None),
+            None => self.inner.stage(dir),
+        }
+    }
+
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         if let Some(bucket) = &self.upload {
             bucket.take(data.len() as u64).await;

@@ -112,6 +112,12 @@ pub fn print_summary(st: &PruneStats) {
         "{} unused blobs {would}removed from the index",
         st.blobs_removed
     );
+    if st.temporaries_deleted > 0 {
+        println!(
+            "{} temporaries of killed writers deleted",
+            st.temporaries_deleted
+        );
+    }
     if st.retention_extended > 0 {
         println!(
             "retention {would}extended on {} objects",
