@@ -73,8 +73,9 @@ impl RepoConfig {
             created: Utc::now(),
             chunker: ChunkerParams::default(),
             compression: 3,
-            // 16 MiB (restic's size): a backup holds two packs in memory (one
-            // filling, one being stored), so this bounds its peak memory;
+            // 16 MiB (restic's size): a backup to S3 holds two packs in
+            // memory (one filling, one being stored), so this bounds its peak
+            // memory (a local disk takes packs blob by blob and holds none);
             // still few objects per TB (65,536) for listing and S3 requests.
             pack_size: 16 * 1024 * 1024,
             object_lock_days: None,
