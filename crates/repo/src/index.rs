@@ -425,6 +425,23 @@ mod tests {
         }
     }
 
+    /// A finished index of one pack (id 1...1) holding `blobs`.
+    fn one_pack(blobs: Vec<PackEntry>, obsolete: Vec<(Id, i64)>) -> Index {
+        let mut idx = Index::default();
+        idx.add_file(
+            None,
+            IndexFile {
+                packs: vec![IndexPack {
+                    id: Id([1; 32]),
+                    blobs,
+                }],
+                obsolete,
+            },
+        );
+        idx.finish();
+        idx
+    }
+
     #[test]
     fn fanout_lookup_finds_every_id_and_no_other() {
         for n in [0usize, 1, 2, 3, 100, 5000] {
@@ -439,18 +456,7 @@ mod tests {
                     raw_len: 1,
                 })
                 .collect();
-            let mut idx = Index::default();
-            idx.add_file(
-                None,
-                IndexFile {
-                    packs: vec![IndexPack {
-                        id: Id([1; 32]),
-                        blobs,
-                    }],
-                    obsolete: vec![],
-                },
-            );
-            idx.finish();
+            let idx = one_pack(blobs, vec![]);
             for i in 0..n {
                 assert_eq!(
                     idx.get(BlobType::Data, &id(i)).map(|l| l.offset),
@@ -482,18 +488,7 @@ mod tests {
             length: 1,
             raw_len: 1,
         };
-        let mut idx = Index::default();
-        idx.add_file(
-            None,
-            IndexFile {
-                packs: vec![IndexPack {
-                    id: Id([1; 32]),
-                    blobs: vec![e],
-                }],
-                obsolete: vec![(Id([1; 32]), 5)],
-            },
-        );
-        idx.finish();
+        let idx = one_pack(vec![e], vec![(Id([1; 32]), 5)]);
         assert!(idx.get(BlobType::Data, &e.id).is_some());
         assert!(!idx.has_live(BlobType::Data, &e.id));
     }

@@ -433,6 +433,18 @@ mod tests {
         validate_key("config").unwrap();
     }
 
+    async fn keys_of(store: &LocalStore) -> Vec<String> {
+        let mut keys: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
     #[tokio::test]
     async fn staged_objects_appear_whole_on_commit_and_vanish_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
@@ -452,13 +464,7 @@ mod tests {
         let mut dropped = store.stage("data/").unwrap().unwrap();
         dropped.write(b"never committed").unwrap();
         drop(dropped);
-        let keys: Vec<_> = store
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
+        let keys = keys_of(&store).await;
         assert_eq!(keys, vec!["data/cd/cdef".to_owned()]);
         // Nothing left behind, not even a temporary.
         assert_eq!(
@@ -491,13 +497,7 @@ mod tests {
             .join(format!("{TEMP_PREFIX}dead"));
         fs::write(&orphan, b"partial").unwrap();
 
-        let keys: Vec<_> = store
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
+        let keys = keys_of(&store).await;
         assert_eq!(keys, vec!["data/ab/x".to_owned()]);
 
         assert_eq!(
