@@ -16,8 +16,8 @@
 //! Unchanged directories cost no tree encoding: when every entry of a
 //! directory equals the parent snapshot's, the parent's tree id is reused as
 //! it is. An entry that differs from the parent's only in its atime keeps the
-//! parent's atime: reading a file or listing a directory (the previous backup
-//! did both) moves the atime, and recording each move would make every tree
+//! parent's atime: listing a directory (and reading a file where O_NOATIME
+//! is refused, see `open_source`) moves the atime, and recording each move would make every tree
 //! differ from its parent at every backup.
 
 mod budget;
@@ -570,7 +570,7 @@ impl<'a> Archiver<'a> {
     }
 
     fn read_content(&self, path: &Path, size_hint: u64) -> Result<Vec<Id>, ContentError> {
-        let mut f = File::open(path).map_err(ContentError::Source)?;
+        let mut f = open_source(path).map_err(ContentError::Source)?;
         let cp = &self.repo.config.chunker;
         let (min, avg, max) = (
             cp.min_size as usize,
@@ -706,6 +706,25 @@ fn keep_parent_atime(node: &mut Node, parent: &Node) {
 enum ContentError {
     Source(std::io::Error),
     Repo(RepoError),
+}
+
+/// Open a file to back up without moving its atime where the kernel allows
+/// (O_NOATIME: the file's owner or root), as restic and borg do: a backup
+/// should leave no trace in the tree it reads, and on a `relatime` mount the
+/// first read after a write would otherwise dirty the inode of every new file.
+fn open_source(path: &Path) -> std::io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOATIME.bits());
+        match o.open(path) {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EPERM as i32) => {}
+            r => return r,
+        }
+    }
+    File::open(path)
 }
 
 /// Read until `buf` holds `want` bytes or the file ends; true at end of file.
@@ -848,6 +867,27 @@ mod tests {
                 .collect();
             assert_eq!(&back, data, "{name}");
         }
+    }
+
+    #[test]
+    fn backup_leaves_atimes_of_files_it_reads_alone() {
+        let t = TestRepo::new();
+        let src = t.dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let f = src.join("f");
+        std::fs::write(&f, random_bytes(5000)).unwrap();
+        // An atime before the mtime: a plain read moves it even on relatime.
+        let m = std::fs::metadata(&f).unwrap();
+        let old = FileTime::from_unix_time(1_000_000_000, 0);
+        filetime::set_file_times(&f, old, FileTime::from_last_modification_time(&m)).unwrap();
+        let (_, snap) = t.backup(&[&src]);
+        let atime = |p: &Path| FileTime::from_last_access_time(&std::fs::metadata(p).unwrap());
+        // This process owns the file, so O_NOATIME is allowed.
+        assert_eq!(atime(&f), old, "the backup moved the atime");
+        assert_eq!(node_at(&t.repo, &snap, &f).atime_ns, 1_000_000_000 * 1_000_000_000);
+        // The check can fail: a plain read moves it.
+        std::fs::read(&f).unwrap();
+        assert_ne!(atime(&f), old, "this file system does not record atimes");
     }
 
     #[test]

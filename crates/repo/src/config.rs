@@ -66,13 +66,20 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
+    /// zstd level of new repositories. Level 2 compresses chunks of about a
+    /// MiB within 0.1% of level 3 (both "double fast"; level 2 with smaller
+    /// tables and matches of 6 bytes or more) and about a fifth faster:
+    /// measured with `zstd -b1e3 -B1048576` on 800 MB of the benchmark's mixed
+    /// set, 245.5 MB at level 2 and 245.3 MB at level 3, 383 and 307 MB/s.
+    pub const DEFAULT_COMPRESSION: i32 = 2;
+
     pub fn new() -> RepoConfig {
         RepoConfig {
             version: FORMAT_VERSION,
             id: Id::random(),
             created: Utc::now(),
             chunker: ChunkerParams::default(),
-            compression: 3,
+            compression: Self::DEFAULT_COMPRESSION,
             // 16 MiB (restic's size): a backup to S3 holds two packs in
             // memory (one filling, one being stored), so this bounds its peak
             // memory (a local disk takes packs blob by blob and holds none);

@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub mib: usize,
     /// zstd level (as `init --compression`)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = RepoConfig::DEFAULT_COMPRESSION)]
     pub compression: i32,
     #[arg(long)]
     pub json: bool,

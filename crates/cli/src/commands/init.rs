@@ -11,7 +11,7 @@ pub struct Args {
     #[arg(long)]
     pub object_lock_days: Option<u32>,
     /// zstd level for file data (0 = no compression)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = RepoConfig::DEFAULT_COMPRESSION)]
     pub compression: i32,
     /// Average chunk size in KiB (min is a quarter, max four times)
     #[arg(long, default_value_t = 1024)]
