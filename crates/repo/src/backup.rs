@@ -17,15 +17,15 @@
 //! directory equals the parent snapshot's, the parent's tree id is reused as
 //! it is. An entry that differs from the parent's only in its atime keeps the
 //! parent's atime: listing a directory (and reading a file where O_NOATIME
-//! is refused, see `open_source`) moves the atime, and recording each move would make every tree
+//! is refused, see `source`) moves the atime, and recording each move would make every tree
 //! differ from its parent at every backup.
 
 mod budget;
+mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, Metadata};
-use std::io::Read;
+use std::fs::Metadata;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -47,6 +47,7 @@ use crate::repo::Repository;
 use crate::snapshot::{BackupSummary, Snapshot};
 use crate::tree::{Node, NodeKind, Tree};
 use budget::Budget;
+use source::{Segment, Source};
 
 /// Bytes read from a file before its chunks are processed in parallel
 /// (raised to two maximal chunks when the chunker allows bigger ones).
@@ -162,8 +163,9 @@ pub fn backup(
         .build()
         .map_err(|e| RepoError::Invalid(format!("thread pool: {e}")))?;
     let packer = Packer::new(repo, &index);
-    let segment =
-        tuned("TIDEMARK_SEGMENT_MIB", SEGMENT).max(2 * repo.config.chunker.max_size as usize);
+    // Room for two maximal chunks, and for aligning a direct read (`source`).
+    let segment = tuned("TIDEMARK_SEGMENT_MIB", SEGMENT)
+        .max(2 * repo.config.chunker.max_size as usize + 2 * source::ALIGN);
     let arch = Archiver {
         budget: Budget::new(
             tuned("TIDEMARK_READ_BUDGET_MIB", READ_BUDGET).max(2 * segment),
@@ -570,29 +572,30 @@ impl<'a> Archiver<'a> {
     }
 
     fn read_content(&self, path: &Path, size_hint: u64) -> Result<Vec<Id>, ContentError> {
-        let mut f = open_source(path).map_err(ContentError::Source)?;
+        let seg = self.budget.segment();
+        let mut src = Source::open(path, size_hint >= seg as u64).map_err(ContentError::Source)?;
         let cp = &self.repo.config.chunker;
         let (min, avg, max) = (
             cp.min_size as usize,
             cp.avg_size as usize,
             cp.max_size as usize,
         );
-        let seg = self.budget.segment();
         let mut ids = Vec::with_capacity((size_hint / avg as u64 + 1) as usize);
         // Stops compressing a file whose chunks do not shrink (see blob.rs).
         let probe = CompressProbe::default();
         // A small file borrows only its size (one byte more, so the first
         // read already sees the end).
-        let mut cur = self.budget.take(
-            usize::try_from(size_hint)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1),
+        let mut cur = Segment::new(
+            self.budget.take(
+                usize::try_from(size_hint)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+            ),
         );
-        let want = cur.size();
-        let mut eof = fill(&mut f, &mut cur.buf, want).map_err(ContentError::Source)?;
+        src.fill(&mut cur, &[]).map_err(ContentError::Source)?;
         loop {
             let cuts: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
-                &cur.buf,
+                cur.data(),
                 min,
                 avg,
                 max,
@@ -603,46 +606,51 @@ impl<'a> Archiver<'a> {
             .collect();
             // The last chunk of a segment may be cut short by the segment end:
             // it is carried into the next segment unless the file ended.
-            let keep = if eof {
+            let keep = if src.eof() {
                 cuts.len()
             } else {
                 cuts.len().saturating_sub(1)
             };
-            let done_len = cuts.get(keep).map(|c| c.0).unwrap_or(cur.buf.len());
+            let done_len = cuts.get(keep).map(|c| c.0).unwrap_or(cur.data().len());
             // Read the next segment while this one's chunks are stored, when
             // the budget has room for a second buffer; otherwise one after
             // the other in the same buffer.
-            let next = if eof { None } else { self.budget.try_take(seg) };
-            if let Some(mut next) = next {
-                next.buf.extend_from_slice(&cur.buf[done_len..]);
-                let want = next.size();
+            let next = if src.eof() {
+                None
+            } else {
+                self.budget.try_take(seg)
+            };
+            if let Some(next) = next {
+                let mut next = Segment::new(next);
+                let data = cur.data();
                 let (seg_ids, read) = rayon::join(
-                    || self.store_chunks(&cur.buf, &cuts[..keep], &probe),
-                    || fill(&mut f, &mut next.buf, want),
+                    || self.store_chunks(data, &cuts[..keep], &probe),
+                    || src.fill(&mut next, &data[done_len..]),
                 );
                 ids.extend(seg_ids.map_err(ContentError::Repo)?);
                 self.account(done_len);
-                eof = read.map_err(ContentError::Source)?;
+                read.map_err(ContentError::Source)?;
                 cur = next;
                 continue;
             }
             ids.extend(
-                self.store_chunks(&cur.buf, &cuts[..keep], &probe)
+                self.store_chunks(cur.data(), &cuts[..keep], &probe)
                     .map_err(ContentError::Repo)?,
             );
             self.account(done_len);
-            if eof {
+            if src.eof() {
                 return Ok(ids);
             }
-            cur.buf.drain(..done_len);
-            if cur.size() < seg {
+            if cur.capacity() < seg {
                 // The file grew past its size at stat time.
-                let mut bigger = self.budget.take(seg);
-                bigger.buf.extend_from_slice(&cur.buf);
+                let mut bigger = Segment::new(self.budget.take(seg));
+                src.fill(&mut bigger, &cur.data()[done_len..])
+                    .map_err(ContentError::Source)?;
                 cur = bigger;
+            } else {
+                src.refill(&mut cur, done_len)
+                    .map_err(ContentError::Source)?;
             }
-            let want = cur.size();
-            eof = fill(&mut f, &mut cur.buf, want).map_err(ContentError::Source)?;
         }
     }
 
@@ -706,37 +714,6 @@ fn keep_parent_atime(node: &mut Node, parent: &Node) {
 enum ContentError {
     Source(std::io::Error),
     Repo(RepoError),
-}
-
-/// Open a file to back up without moving its atime where the kernel allows
-/// (O_NOATIME: the file's owner or root), as restic and borg do: a backup
-/// should leave no trace in the tree it reads, and on a `relatime` mount the
-/// first read after a write would otherwise dirty the inode of every new file.
-fn open_source(path: &Path) -> std::io::Result<File> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut o = std::fs::OpenOptions::new();
-        o.read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOATIME.bits());
-        match o.open(path) {
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EPERM as i32) => {}
-            r => return r,
-        }
-    }
-    File::open(path)
-}
-
-/// Read until `buf` holds `want` bytes or the file ends; true at end of file.
-fn fill(f: &mut File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
-    while buf.len() < want {
-        let start = buf.len();
-        let n = f.by_ref().take((want - start) as u64).read_to_end(buf)?;
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 #[cfg(test)]
@@ -884,7 +861,10 @@ mod tests {
         let atime = |p: &Path| FileTime::from_last_access_time(&std::fs::metadata(p).unwrap());
         // This process owns the file, so O_NOATIME is allowed.
         assert_eq!(atime(&f), old, "the backup moved the atime");
-        assert_eq!(node_at(&t.repo, &snap, &f).atime_ns, 1_000_000_000 * 1_000_000_000);
+        assert_eq!(
+            node_at(&t.repo, &snap, &f).atime_ns,
+            1_000_000_000 * 1_000_000_000
+        );
         // The check can fail: a plain read moves it.
         std::fs::read(&f).unwrap();
         assert_ne!(atime(&f), old, "this file system does not record atimes");

@@ -5,7 +5,8 @@
 //! threads overlap more reads of small files, they do not multiply the
 //! memory of big ones. Full-size segments are pooled and reused: no page
 //! faults for fresh buffers, and the allocator cannot scatter them over
-//! per-thread arenas.
+//! per-thread arenas. A pooled buffer keeps its (initialized) contents, so
+//! readers get it as a slice without zeroing it again.
 //!
 //! Readers run inside a rayon pool, where a thread waiting in a join may run
 //! an unrelated job (another file) on top of its stack. Waiting for memory in
@@ -40,12 +41,12 @@ struct State {
     pool: Vec<Vec<u8>>,
 }
 
-/// Borrowed memory: a buffer (empty, with the granted capacity) and its
+/// Borrowed memory: a buffer with (at least) the granted capacity, and its
 /// share of the budget, both given back on drop.
 pub struct Grant<'b> {
     budget: &'b Budget,
     bytes: usize,
-    pub buf: Vec<u8>,
+    buf: Vec<u8>,
 }
 
 impl Budget {
@@ -127,11 +128,24 @@ impl Grant<'_> {
     pub fn size(&self) -> usize {
         self.bytes
     }
+
+    /// The granted bytes, for reading into. Their contents are whatever a
+    /// previous holder left (zeros the first time).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        if self.buf.len() < self.bytes {
+            self.buf.resize(self.bytes, 0);
+        }
+        &mut self.buf[..self.bytes]
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.bytes.min(self.buf.len())]
+    }
 }
 
 impl Drop for Grant<'_> {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
+        let buf = std::mem::take(&mut self.buf);
         // Grants are dropped on the thread that took them (readers keep them
         // on their stack), so the per-thread count stays exact.
         HELD.with(|h| h.set(h.get().saturating_sub(self.bytes)));
@@ -142,7 +156,6 @@ impl Drop for Grant<'_> {
         if buf.capacity() == self.budget.segment
             && st.pool.len() < self.budget.limit / self.budget.segment
         {
-            buf.clear();
             st.pool.push(buf);
         }
         drop(st);
@@ -168,7 +181,7 @@ mod tests {
         let g4 = b.try_take(8).expect("budget free again");
         assert!(g3.buf.as_ptr() == p1 || g4.buf.as_ptr() == p1);
         assert_eq!(g3.buf.capacity(), 8);
-        assert!(g3.buf.is_empty());
+        assert_eq!(g3.size(), 8);
     }
 
     #[test]
