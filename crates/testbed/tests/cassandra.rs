@@ -164,9 +164,6 @@ fn nodetool_snapshot_lands_on_disk() -> Result<()> {
 }
 
 #[test]
-#[ignore = "flaky since 2026-11-26: in 4 of 6 runs the joined node's table directory stayed \
-            empty after bootstrap (also with a flush before the join, a 60 s wait after it, \
-            and cassandra.schema_delay_ms=30000); run with --ignored while investigating"]
 fn fourth_node_bootstraps_and_owns_data() -> Result<()> {
     let opts = UpOptions {
         name: Some("grow".into()),

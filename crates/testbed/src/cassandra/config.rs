@@ -11,8 +11,23 @@ use super::{Info, NodeInfo};
 /// Heap per node. 24 GiB of RAM holds 8 such JVMs easily; the 2 cores are the
 /// limit, not memory.
 pub const HEAP_MB: u32 = 768;
-/// Short, but long enough for a joining node to learn the ring and schema.
+/// Ring delay of the initial nodes: short, so a cluster starts fast. They
+/// never bootstrap (tokens assigned, `auto_bootstrap: false`), so nothing
+/// depends on what they learn from gossip within it.
 pub const RING_DELAY_MS: u32 = 2000;
+/// Ring delay of a node that bootstraps: Cassandra's own default. Before it
+/// streams, a joining node waits at most this long for a non-system schema
+/// (`waitForSchema`), and its schema-agreement wait after that only covers
+/// peers whose gossip state it already has. With 2 s, on 2 busy cores, the
+/// peers' gossip state arrived after the wait, the node planned its
+/// streaming with only the system keyspaces, streamed nothing and joined
+/// with an empty table ("Executing streaming plan for Bootstrap" followed at
+/// once by "Bootstrap completed", and the user schema pulled a second
+/// later). The wait ends as soon as the schema is there; the other use, the
+/// sleep that lets every coordinator learn the new node's pending ranges
+/// before streaming starts (so writes during the join reach it too), needs
+/// the full delay on a real cluster as well.
+pub const JOIN_RING_DELAY_MS: u32 = 30_000;
 pub const DATACENTER: &str = "datacenter1";
 
 /// `-Djdk.attach...`, `--add-exports`, `--add-opens` from Cassandra 5.0's
@@ -105,7 +120,14 @@ pub fn node_jvm_args(info: &Info, node: &NodeInfo, joining: bool) -> Vec<String>
             "-Dlogback.configurationFile={}",
             dir.join("conf/logback.xml").display()
         ),
-        format!("-Dcassandra.ring_delay_ms={RING_DELAY_MS}"),
+        format!(
+            "-Dcassandra.ring_delay_ms={}",
+            if joining {
+                JOIN_RING_DELAY_MS
+            } else {
+                RING_DELAY_MS
+            }
+        ),
         "-Dcassandra.skip_wait_for_gossip_to_settle=0".into(),
         "-Dcassandra.boot_without_jna=true".into(),
         "-Dcassandra.superuser_setup_delay_ms=0".into(),
