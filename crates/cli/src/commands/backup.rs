@@ -22,7 +22,7 @@ pub struct Args {
     /// Read every file, ignoring the parent snapshot
     #[arg(long)]
     pub force: bool,
-    /// Worker threads (default: three per core, to overlap reads and CPU work)
+    /// Worker threads (default: six per core, to overlap reads and CPU work)
     #[arg(long)]
     pub threads: Option<usize>,
     /// Treat a file whose size, mtime and inode match the parent's as
