@@ -115,19 +115,30 @@ impl Cipher {
 
     /// Decrypt and authenticate; `what` names the object in the error.
     pub fn open(&self, sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+        let mut buf = sealed.to_vec();
+        let len = self.open_in_place(&mut buf, what)?.len();
+        buf.drain(..NONCE_LEN);
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// [`Cipher::open`] without a copy: decrypts inside `sealed` and
+    /// returns the plaintext part of it.
+    pub fn open_in_place<'a>(
+        &self,
+        sealed: &'a mut [u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<&'a [u8]> {
         if sealed.len() < OVERHEAD {
             return Err(RepoError::Tampered { what: what() });
         }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let mut buf = rest.to_vec();
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12 bytes");
-        let len = self
+        let plain = self
             .key
-            .open_in_place(nonce, Aad::empty(), &mut buf)
-            .map_err(|_| RepoError::Tampered { what: what() })?
-            .len();
-        buf.truncate(len);
-        Ok(buf)
+            .open_in_place(nonce, Aad::empty(), rest)
+            .map_err(|_| RepoError::Tampered { what: what() })?;
+        Ok(plain)
     }
 }
 
@@ -175,7 +186,10 @@ mod tests {
         let a = MasterKey::generate().cipher();
         let b = MasterKey::generate().cipher();
         let sealed = a.seal(b"secret");
-        assert!(matches!(b.open(&sealed, &|| "x".into()), Err(RepoError::Tampered { .. })));
+        assert!(matches!(
+            b.open(&sealed, &|| "x".into()),
+            Err(RepoError::Tampered { .. })
+        ));
     }
 
     #[test]

@@ -191,11 +191,17 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
         .map_err(|e| RepoError::Invalid(format!("thread pool: {e}")))?;
     pool.install(|| {
         packs.par_iter().for_each(|(pack, blobs)| {
+            BUFFERS.with_borrow_mut(|(range_buf, out)| {
             for (range_start, range) in ranges(blobs) {
                 let len = range.iter().map(|(_, l)| l.offset + l.length).max().expect("non-empty") - range_start;
-                let got = repo.block_on(repo.store().get_range(&FileKind::Pack.key(pack), range_start as u64, len as u64));
-                let bytes = match got {
-                    Ok(b) => b,
+                let got = repo.block_on(repo.store().get_range_into(
+                    &FileKind::Pack.key(pack),
+                    range_start as u64,
+                    len as u64,
+                    std::mem::take(range_buf),
+                ));
+                match got {
+                    Ok(b) => *range_buf = b,
                     Err(e) => {
                         for (id, _) in range {
                             spoil(&plan, &uses[id], &ok_files, &fail, &format!("pack {pack}: {e}"));
@@ -206,9 +212,10 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
                 for (id, l) in range {
                     let s = (l.offset - range_start) as usize;
                     let what = || format!("blob {id} in pack {pack}");
-                    let plain = blob::unseal(repo.cipher(), &bytes[s..s + l.length as usize], l.flags, l.raw_len, &what)
+                    let sealed = &mut range_buf[s..s + l.length as usize];
+                    let plain = blob::unseal_in_place(repo.cipher(), sealed, l.flags, l.raw_len, &what, out)
                         .and_then(|p| {
-                            if repo.key().blob_id(&p) == *id {
+                            if repo.key().blob_id(p) == *id {
                                 Ok(p)
                             } else {
                                 Err(RepoError::corrupt(what(), "content does not match its id"))
@@ -227,7 +234,7 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
                         if zero && f.node.sparse {
                             continue;
                         }
-                        let w = OpenOptions::new().write(true).open(&f.path).and_then(|h| h.write_all_at(&plain, off));
+                        let w = OpenOptions::new().write(true).open(&f.path).and_then(|h| h.write_all_at(plain, off));
                         if let Err(e) = w {
                             if ok_files[fi].swap(false, Ordering::Relaxed) {
                                 fail(&f.path, &e);
@@ -239,7 +246,8 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
                     progress.advance(0, n);
                 }
             }
-        })
+            })
+        });
     });
 
     for (p, first, _) in &plan.hardlinks {
@@ -281,6 +289,14 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
         bytes: bytes_done.load(Ordering::Relaxed),
         errors,
     })
+}
+
+thread_local! {
+    /// A restore thread's range and decompression buffers, reused for every
+    /// pack: freed multi-MiB buffers would otherwise stay cached in every
+    /// thread's malloc arena (restore peaked at 190-230 MiB on the mixed set).
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Mark every file using a blob as failed (once per file).
