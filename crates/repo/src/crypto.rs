@@ -115,9 +115,12 @@ impl Cipher {
 
     /// Decrypt and authenticate; `what` names the object in the error.
     pub fn open(&self, sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
-        let mut buf = sealed.to_vec();
-        let len = self.open_in_place(&mut buf, what)?.len();
-        buf.drain(..NONCE_LEN);
+        if sealed.len() < OVERHEAD {
+            return Err(RepoError::Tampered { what: what() });
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let mut buf = rest.to_vec();
+        let len = self.open_parts(nonce, &mut buf, what)?.len();
         buf.truncate(len);
         Ok(buf)
     }
@@ -133,12 +136,20 @@ impl Cipher {
             return Err(RepoError::Tampered { what: what() });
         }
         let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        Ok(self.open_parts(nonce, rest, what)?)
+    }
+
+    /// Decrypt `body` (ciphertext and tag) in place with `nonce`.
+    fn open_parts<'a>(
+        &self,
+        nonce: &[u8],
+        body: &'a mut [u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<&'a mut [u8]> {
         let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12 bytes");
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::empty(), rest)
-            .map_err(|_| RepoError::Tampered { what: what() })?;
-        Ok(plain)
+        self.key
+            .open_in_place(nonce, Aad::empty(), body)
+            .map_err(|_| RepoError::Tampered { what: what() })
     }
 }
 

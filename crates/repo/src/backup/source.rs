@@ -117,10 +117,9 @@ impl Source {
             if at + ALIGN <= seg.capacity() {
                 return at;
             }
-            // No room for an aligned read (a tiny segment): read as usual.
-            if self.buffered().is_err() {
-                return carry;
-            }
+            // No room for an aligned read (a tiny segment): read as usual;
+            // should the flag stay on, the next read reports the error.
+            let _ = self.buffered();
         }
         carry
     }
