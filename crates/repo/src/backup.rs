@@ -21,15 +21,16 @@
 //! differ from its parent at every backup.
 
 mod budget;
+mod links;
 mod source;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use fastcdc::v2020::{FastCDC, Normalization};
@@ -47,6 +48,7 @@ use crate::repo::Repository;
 use crate::snapshot::{BackupSummary, Snapshot};
 use crate::tree::{Node, NodeKind, Tree};
 use budget::Budget;
+use links::{Claim, Links};
 use source::{Segment, Source};
 
 /// Bytes read from a file before its chunks are processed in parallel
@@ -64,6 +66,9 @@ const READ_BUDGET: usize = 32 * 1024 * 1024;
 const SEGMENT: usize = 0;
 #[cfg(test)]
 const READ_BUDGET: usize = 0;
+/// How long a second name of a file waits for the first name's read before
+/// it reads the file itself (see `links`).
+const LINK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default)]
 pub enum ParentChoice {
@@ -182,7 +187,7 @@ pub fn backup(
         seed: repo.key().chunker_seed(),
         ignore_ctime: opts.ignore_ctime,
         errors: Mutex::new(Vec::new()),
-        hardlinks: Mutex::new(HashMap::new()),
+        links: Links::new(LINK_WAIT),
         c: Counters::default(),
     };
     // The progress totals of an incremental backup are its parent's, close
@@ -327,8 +332,8 @@ struct Archiver<'a> {
     seed: u64,
     ignore_ctime: bool,
     errors: Mutex<Vec<(PathBuf, String)>>,
-    /// Content of multiply-linked files already read, by (device, inode).
-    hardlinks: Mutex<HashMap<(u64, u64), Vec<Id>>>,
+    /// Multiply-linked files: read once, whichever name comes first.
+    links: Links,
     c: Counters,
     budget: Budget,
 }
@@ -534,10 +539,14 @@ impl<'a> Archiver<'a> {
                 return Ok(true);
             }
         }
-        let link_key = (node.links > 1).then_some((node.device, node.inode));
-        if let Some(k) = link_key {
-            if let Some(c) = self.hardlinks.lock().expect("poisoned").get(&k) {
-                node.content = c.clone();
+        let claim = if node.links > 1 {
+            self.links.claim((node.device, node.inode))
+        } else {
+            Claim::Alone
+        };
+        let ticket = match claim {
+            Claim::Read(content) => {
+                node.content = content;
                 // Counted like any file, so an unchanged tree has the same
                 // total_files in every backup.
                 let counter = if parent.is_some() {
@@ -549,7 +558,9 @@ impl<'a> Archiver<'a> {
                 self.progress.advance(1, node.size);
                 return Ok(true);
             }
-        }
+            Claim::Mine(ticket) => Some(ticket),
+            Claim::Alone => None,
+        };
         let content = match self.read_content(path, meta.len()) {
             Ok(c) => c,
             Err(ContentError::Source(e)) => {
@@ -558,13 +569,10 @@ impl<'a> Archiver<'a> {
             }
             Err(ContentError::Repo(e)) => return Err(e),
         };
-        node.content = content;
-        if let Some(k) = link_key {
-            self.hardlinks
-                .lock()
-                .expect("poisoned")
-                .insert(k, node.content.clone());
+        if let Some(t) = ticket {
+            t.done(&content);
         }
+        node.content = content;
         if parent.is_some() {
             self.c.files_changed.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -846,6 +854,38 @@ mod tests {
                 .flat_map(|id| t.repo.read_blob(&index, BlobType::Data, id).unwrap())
                 .collect();
             assert_eq!(&back, data, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_name_of_a_hard_linked_file_is_read_once() {
+        let t = TestRepo::new();
+        let src = t.dir.path().join("src");
+        // Sixteen names in four directories, walked in parallel: without
+        // the claim most names race the first read and read it again.
+        let data = random_bytes(600_000 + 11);
+        std::fs::create_dir_all(src.join("d0")).unwrap();
+        std::fs::write(src.join("d0/n0"), &data).unwrap();
+        let mut names = Vec::new();
+        for d in 0..4 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+            for n in 0..4 {
+                let p = src.join(format!("d{d}/n{n}"));
+                if p != src.join("d0/n0") {
+                    std::fs::hard_link(src.join("d0/n0"), &p).unwrap();
+                }
+                names.push(p);
+            }
+        }
+        let (_, snap) = t.backup(&[&src]);
+        let s = &snap.summary;
+        assert_eq!(s.total_files, 16);
+        assert_eq!(s.files_new, 16);
+        assert_eq!(s.total_bytes, 16 * data.len() as u64);
+        assert_eq!(s.bytes_read, data.len() as u64, "{s:?}");
+        let want = whole_file_ids(&t.repo, &data);
+        for p in &names {
+            assert_eq!(node_at(&t.repo, &snap, p).content, want, "{}", p.display());
         }
     }
 
