@@ -585,13 +585,8 @@ impl<'a> Archiver<'a> {
     fn read_content(&self, path: &Path, size_hint: u64) -> Result<Vec<Id>, ContentError> {
         let seg = self.budget.segment();
         let mut src = Source::open(path, size_hint >= seg as u64).map_err(ContentError::Source)?;
-        let cp = &self.repo.config.chunker;
-        let (min, avg, max) = (
-            cp.min_size as usize,
-            cp.avg_size as usize,
-            cp.max_size as usize,
-        );
-        let mut ids = Vec::with_capacity((size_hint / avg as u64 + 1) as usize);
+        let avg = self.repo.config.chunker.avg_size as u64;
+        let mut ids = Vec::with_capacity((size_hint / avg + 1) as usize);
         // Stops compressing a file whose chunks do not shrink (see blob.rs).
         let probe = CompressProbe::default();
         // A small file borrows only its size (one byte more, so the first
@@ -604,28 +599,12 @@ impl<'a> Archiver<'a> {
             ),
         );
         src.fill(&mut cur, &[]).map_err(ContentError::Source)?;
+        let mut cuts = self.cut(cur.data(), src.eof());
         loop {
-            let cuts: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
-                cur.data(),
-                min,
-                avg,
-                max,
-                Normalization::Level1,
-                self.seed,
-            )
-            .map(|c| (c.offset, c.length))
-            .collect();
-            // The last chunk of a segment may be cut short by the segment end:
-            // it is carried into the next segment unless the file ended.
-            let keep = if src.eof() {
-                cuts.len()
-            } else {
-                cuts.len().saturating_sub(1)
-            };
-            let done_len = cuts.get(keep).map(|c| c.0).unwrap_or(cur.data().len());
-            // Read the next segment while this one's chunks are stored, when
-            // the budget has room for a second buffer; otherwise one after
-            // the other in the same buffer.
+            // Read and cut the next segment while this one's chunks are
+            // stored, when the budget has room for a second buffer; otherwise
+            // one after the other in the same buffer. (Cutting is serial: a
+            // large file alone would leave a core idle meanwhile.)
             let next = if src.eof() {
                 None
             } else {
@@ -634,35 +613,64 @@ impl<'a> Archiver<'a> {
             if let Some(next) = next {
                 let mut next = Segment::new(next);
                 let data = cur.data();
+                let src = &mut src;
                 let (seg_ids, read) = rayon::join(
-                    || self.store_chunks(data, &cuts[..keep], &probe),
-                    || src.fill(&mut next, &data[done_len..]),
+                    || self.store_chunks(data, cuts.stored(), &probe),
+                    || -> std::io::Result<Cuts> {
+                        src.fill(&mut next, &data[cuts.done..])?;
+                        Ok(self.cut(next.data(), src.eof()))
+                    },
                 );
                 ids.extend(seg_ids.map_err(ContentError::Repo)?);
-                self.account(done_len);
-                read.map_err(ContentError::Source)?;
+                self.account(cuts.done);
+                cuts = read.map_err(ContentError::Source)?;
                 cur = next;
                 continue;
             }
             ids.extend(
-                self.store_chunks(cur.data(), &cuts[..keep], &probe)
+                self.store_chunks(cur.data(), cuts.stored(), &probe)
                     .map_err(ContentError::Repo)?,
             );
-            self.account(done_len);
+            self.account(cuts.done);
             if src.eof() {
                 return Ok(ids);
             }
             if cur.capacity() < seg {
                 // The file grew past its size at stat time.
                 let mut bigger = Segment::new(self.budget.take(seg));
-                src.fill(&mut bigger, &cur.data()[done_len..])
+                src.fill(&mut bigger, &cur.data()[cuts.done..])
                     .map_err(ContentError::Source)?;
                 cur = bigger;
             } else {
-                src.refill(&mut cur, done_len)
+                src.refill(&mut cur, cuts.done)
                     .map_err(ContentError::Source)?;
             }
+            cuts = self.cut(cur.data(), src.eof());
         }
+    }
+
+    /// Chunk boundaries in a segment. The last chunk may be cut short by the
+    /// segment's end: it is carried into the next segment unless the file
+    /// ended.
+    fn cut(&self, data: &[u8], eof: bool) -> Cuts {
+        let cp = &self.repo.config.chunker;
+        let all: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
+            data,
+            cp.min_size as usize,
+            cp.avg_size as usize,
+            cp.max_size as usize,
+            Normalization::Level1,
+            self.seed,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect();
+        let keep = if eof {
+            all.len()
+        } else {
+            all.len().saturating_sub(1)
+        };
+        let done = all.get(keep).map(|c| c.0).unwrap_or(data.len());
+        Cuts { all, keep, done }
     }
 
     fn account(&self, bytes: usize) {
@@ -698,6 +706,20 @@ impl<'a> Archiver<'a> {
                 .collect::<Result<Vec<Id>>>()?,
         );
         Ok(ids)
+    }
+}
+
+/// A segment's chunks: `all[..keep]` are stored now, and the bytes from
+/// `done` on go to the next segment.
+struct Cuts {
+    all: Vec<(usize, usize)>,
+    keep: usize,
+    done: usize,
+}
+
+impl Cuts {
+    fn stored(&self) -> &[(usize, usize)] {
+        &self.all[..self.keep]
     }
 }
 
