@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use testbed::{cassandra, kind, Kind, Root, UpOptions};
+use testbed::{cassandra, hdfs, kind, Kind, Root, UpOptions};
 
 #[derive(Parser)]
 #[command(about = "Real local clusters for tidemark's tests")]
@@ -74,6 +74,24 @@ enum Cmd {
         name: String,
         #[arg(last = true, required = true)]
         script: Vec<String>,
+    },
+    /// Run a Hadoop client tool against an HDFS cluster (fs = `hdfs dfs`,
+    /// dfsadmin = `hdfs dfsadmin`): testbed hdfs-cli -- -ls -R /
+    HdfsCli {
+        #[arg(long, default_value = "hdfs")]
+        name: String,
+        #[arg(long, default_value = "fs")]
+        class: hdfs::tools::Class,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Run DistCp in local MapReduce mode as a client of an HDFS cluster:
+    /// testbed distcp -- -update /data/.snapshot/s1 hdfs://127.0.0.1:PORT/data
+    Distcp {
+        #[arg(long, default_value = "hdfs")]
+        name: String,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
     },
     /// Change a running Cassandra cluster
     Cassandra {
@@ -171,6 +189,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{line}");
             }
         }
+        Cmd::HdfsCli { name, class, args } => {
+            let info: hdfs::Info = root.info(&name)?;
+            return exit_like(hdfs::tools::shell(&info, class, &args)?);
+        }
+        Cmd::Distcp { name, args } => {
+            let info: hdfs::Info = root.info(&name)?;
+            return exit_like(hdfs::tools::distcp(&info, &args)?);
+        }
         Cmd::Cassandra { name, action } => match action {
             CassandraCmd::AddNode => {
                 let node = cassandra::add_node(&root, &name)?;
@@ -183,6 +209,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a tool on this process's stdio (long runs show their progress) and
+/// exits with its status.
+fn exit_like(mut cmd: std::process::Command) -> Result<ExitCode> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    let code = status.code().unwrap_or(1);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 /// Hands a tool's output and exit status through unchanged.

@@ -8,6 +8,7 @@
 
 mod config;
 mod dist;
+pub mod tools;
 
 use std::fs;
 use std::net::SocketAddr;
