@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tidemark_cluster::fanout::{all_ok, post_all};
 use tidemark_cluster::manifest::{self, ClusterManifest, NodeBackup, MANIFEST_VERSION};
-use tidemark_cluster::ClusterError;
 use tidemark_repo::progress::Progress;
 use tidemark_repo::{Id, Repository};
 
@@ -29,7 +29,7 @@ use crate::api::{
 use crate::config::ClusterConfig;
 use crate::error::{CassandraError, Result};
 use crate::manifest::{BackupDetail, NodeDetail, Timings};
-use crate::topology::freeze::{self, post_all, Agent};
+use crate::topology::freeze::{self, Agent};
 use crate::topology::{Agents, Cql, Topology};
 
 /// Flush and snapshot of every table on one node: bounded by the flush of
@@ -38,17 +38,8 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// clearsnapshot and removing the agent's staging links.
 pub const CLEAR_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Every backup's snapshot tag starts so.
-pub const TAG_PREFIX: &str = "tidemark-";
-
-/// The tag all nodes snapshot under: `tidemark-<UTC yyyymmddThhmmssZ>-<6 hex>`.
-pub fn new_tag(now: DateTime<Utc>) -> String {
-    format!(
-        "{TAG_PREFIX}{}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        &Id::random().to_hex()[..6]
-    )
-}
+/// The tag all nodes snapshot under, the same for every adapter.
+pub use tidemark_cluster::tag::{new_tag, TAG_PREFIX};
 
 /// Takes one consistent backup of the cluster and commits its manifest;
 /// returns the manifest's id (the backup's id) and the manifest.
@@ -100,7 +91,7 @@ pub async fn backup(
         "clearing snapshot {tag} on {} nodes",
         targets.len()
     ));
-    let cleared = post_all::<_, ClearReply>(
+    let cleared = post_all::<_, _, ClearReply>(
         &targets,
         api::CLEAR,
         ClearRequest { tag: tag.clone() },
@@ -289,49 +280,9 @@ impl Run<'_> {
     }
 }
 
-/// Every node's reply, or an error naming the first node that failed and its
-/// cause (and how many others failed too).
-fn all_ok<R>(
-    targets: &[Agent],
-    results: Vec<Result<R, ClusterError>>,
-    step: &str,
-) -> Result<Vec<R>> {
-    let mut ok = Vec::with_capacity(results.len());
-    let mut failed: Vec<(String, ClusterError)> = Vec::new();
-    for (a, r) in targets.iter().zip(results) {
-        match r {
-            Ok(r) => ok.push(r),
-            Err(e) => failed.push((a.address.to_string(), e)),
-        }
-    }
-    let mut failed = failed.into_iter();
-    let Some((node, e)) = failed.next() else {
-        return Ok(ok);
-    };
-    let others: Vec<String> = failed.map(|(n, e)| format!("{n}: {e}")).collect();
-    let mut reason = format!("{step} failed: {e}");
-    if !others.is_empty() {
-        reason.push_str(&format!(" (also failed: {})", others.join("; ")));
-    }
-    Err(CassandraError::Node { node, reason })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tag_has_the_documented_shape() {
-        let now = DateTime::parse_from_rfc3339("2026-11-25T16:05:09Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let t = new_tag(now);
-        assert!(t.starts_with("tidemark-20261125T160509Z-"), "{t}");
-        let hex = t.rsplit('-').next().unwrap();
-        assert_eq!(hex.len(), 6);
-        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(new_tag(now), t, "two tags of the same second differ");
-    }
 
     #[test]
     fn only_backup_snapshots_are_leftovers() {
@@ -353,41 +304,6 @@ mod tests {
             l[0].starts_with("node 127.0.1.1 still has snapshot tidemark-20261125T160509Z-abcdef")
                 && l[0].ends_with("nodetool clearsnapshot -t tidemark-20261125T160509Z-abcdef)"),
             "{l:?}"
-        );
-    }
-
-    #[test]
-    fn failures_name_the_node_and_the_cause() {
-        let token = tidemark_cluster::auth::Token::generate();
-        let targets: Vec<Agent> = (1..=3)
-            .map(|i| Agent {
-                address: format!("127.0.1.{i}").parse().unwrap(),
-                client: tidemark_cluster::AgentClient::new(
-                    &format!("http://127.0.0.1:740{i}"),
-                    token.clone(),
-                ),
-            })
-            .collect();
-        let remote = |m: &str| ClusterError::Remote {
-            agent: "http://127.0.0.1:7402".into(),
-            status: 500,
-            message: m.into(),
-        };
-        let e = all_ok::<u32>(
-            &targets,
-            vec![Ok(1), Err(remote("disk full")), Err(remote("gone"))],
-            "upload",
-        )
-        .unwrap_err();
-        let s = e.to_string();
-        assert!(
-            s.starts_with("node 127.0.1.2: upload failed: agent http://127.0.0.1:7402: disk full"),
-            "{s}"
-        );
-        assert!(s.contains("also failed: 127.0.1.3"), "{s}");
-        assert_eq!(
-            all_ok::<u32>(&targets, vec![Ok(1), Ok(2), Ok(3)], "x").unwrap(),
-            vec![1, 2, 3]
         );
     }
 }

@@ -1,4 +1,4 @@
-//! The shared agent token.
+//! The shared agent token, and secret files.
 //!
 //! Agents and the coordinator read the same secret from a file (mode 0600
 //! expected); it travels as `Authorization: Bearer <token>` and is compared in
@@ -69,6 +69,17 @@ impl Token {
         };
         given.as_bytes().ct_eq(self.0.as_bytes()).into()
     }
+}
+
+/// A secret file's first line (a repository passphrase): files written by
+/// `echo` end in a newline that is not part of the secret.
+pub fn read_secret(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClusterError::file(path, e))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(ClusterError::EmptySecret { path: path.display().to_string() });
+    }
+    Ok(line)
 }
 
 #[cfg(test)]

@@ -23,17 +23,47 @@ pub enum ClusterError {
         #[source]
         source: reqwest::Error,
     },
+    /// One step of a cluster operation failed on some nodes. The first
+    /// failure is shown in full, the others after it; `first` is not a
+    /// `#[source]` because the message already carries it.
+    #[error("node {node}: {step} failed: {first}{}", also(others))]
+    Nodes {
+        step: String,
+        node: String,
+        first: Box<ClusterError>,
+        others: Vec<(String, ClusterError)>,
+    },
     #[error("token file {path}: {reason}")]
     Token { path: String, reason: String },
     #[error("cluster manifest {id}: {reason}")]
     Manifest { id: String, reason: String },
+    #[error("password file {path} is empty")]
+    EmptySecret { path: String },
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Repo(#[from] tidemark_repo::RepoError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
+fn also(others: &[(String, ClusterError)]) -> String {
+    if others.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = others.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+    format!(" (also failed: {})", each.join("; "))
+}
+
 impl ClusterError {
+    pub fn file(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        ClusterError::File { path: path.as_ref().display().to_string(), source }
+    }
+
     pub fn is_temporary(&self) -> bool {
         match self {
             ClusterError::Unreachable { .. } => true,

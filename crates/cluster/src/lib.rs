@@ -4,16 +4,25 @@
 //!   catalog (`catalog/<id>`), sealed like every metadata file. A cluster
 //!   backup exists only once its manifest is committed, after every node
 //!   finished; node snapshots without a manifest are never listed.
-//! - `auth`: the shared agent token (never logged, compared in constant time).
+//! - `tag`: the backup tag (`tidemark-<start>-<hex>`) and the node
+//!   snapshots' host names (`<store>/<cluster>/<node>`).
+//! - `auth`: the shared agent token (never logged, compared in constant
+//!   time) and secret files.
 //! - `server`: runs an agent's HTTP API behind the token check.
+//! - `busy`: an agent's one-long-operation-at-a-time mark.
 //! - `client`: how a coordinator calls an agent; errors say which agent and why.
+//! - `fanout`: a call to every agent at once, and "all nodes or an error
+//!   naming the node".
 //! - `error`: the crate's one error type.
 
 pub mod auth;
+pub mod busy;
 pub mod client;
 pub mod error;
+pub mod fanout;
 pub mod manifest;
 pub mod server;
+pub mod tag;
 
 pub use client::AgentClient;
 pub use error::{ClusterError, Result};

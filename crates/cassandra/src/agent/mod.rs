@@ -9,10 +9,9 @@
 //! - `restore`: tables back from the repository, by `nodetool import` or
 //!   sstableloader.
 //!
-//! Long operations (snapshot, upload, clear, import, load) run one at a time:
-//! another one meanwhile gets 409 naming what runs. Each runs in its own task
-//! that holds the busy mark until it really ends, so a caller that hangs up
-//! does not free the agent while its work is still going on. The repository
+//! Long operations (snapshot, upload, clear, import, load) run one at a time
+//! (`tidemark_cluster::busy`): another one meanwhile gets 409 naming what
+//! runs, and a caller that hangs up does not free the agent. The repository
 //! engine is synchronous and blocks on the runtime for storage I/O: it runs
 //! only on blocking threads.
 
@@ -23,13 +22,14 @@ mod view;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use tidemark_cluster::auth::Token;
+use tidemark_cluster::auth::{read_secret, Token};
+use tidemark_cluster::busy::{self, Busy};
 use tidemark_cluster::server::{ApiError, ApiResult};
 use tidemark_repo::Repository;
 use tidemark_store::OpenOptions;
@@ -37,8 +37,8 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AgentStatus, ClearReply, ClearRequest, SnapshotReply, SnapshotRequest};
 use crate::config::AgentConfig;
-use crate::error::{CassandraError, Result};
 use crate::control::Control;
+use crate::error::{CassandraError, Result};
 
 pub use upload::{hostname, STORE_TAG};
 pub use view::{is_sstable_component, valid_tag};
@@ -60,31 +60,10 @@ struct Shared {
     /// Snapshot, clear, import and ring status on the node.
     control: Control,
     /// The long operation running now.
-    busy: Mutex<Option<String>>,
-}
-
-/// Holds the busy mark; dropping it frees the agent.
-struct BusyGuard(Arc<Shared>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
+    busy: Arc<Busy>,
 }
 
 impl Shared {
-    fn try_begin(self: &Arc<Self>, what: String) -> std::result::Result<BusyGuard, ApiError> {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(running) = busy.as_ref() {
-            return Err(ApiError::conflict(format!(
-                "agent for {} is busy: {running} is running",
-                self.config.node_address
-            )));
-        }
-        *busy = Some(what);
-        Ok(BusyGuard(self.clone()))
-    }
-
     fn work_dir(&self) -> Result<PathBuf> {
         tidemark_repo::backup::clean_path(&self.config.work_dir).map_err(Into::into)
     }
@@ -123,11 +102,12 @@ impl Agent {
             .await
             .map_err(|e| CassandraError::io(format!("listen {}", config.listen), e))?;
         let control = Control::from_config(&config, &config.work_dir.join(JMX_DIR)).await?;
+        let busy = Busy::new(format!("agent for {}", config.node_address));
         let shared = Arc::new(Shared {
             config,
             repo: Arc::new(repo),
             control,
-            busy: Mutex::new(None),
+            busy,
         });
         Ok(Agent {
             listener,
@@ -173,19 +153,6 @@ fn remove_stale_staging(work: &Path) -> Result<()> {
     Ok(())
 }
 
-/// First line of a secret file.
-fn read_secret(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| CassandraError::io(path, e))?;
-    let line = text.lines().next().unwrap_or("").to_string();
-    if line.is_empty() {
-        return Err(CassandraError::Invalid(format!(
-            "password file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(line)
-}
-
 /// The API's view of an error: bad input is the caller's (400), the rest ours.
 fn api_error(e: CassandraError) -> ApiError {
     match e {
@@ -194,26 +161,19 @@ fn api_error(e: CassandraError) -> ApiError {
     }
 }
 
-/// Runs `work` as a long operation: 409 if another runs; the busy mark is
-/// held by the spawned task until `work` ends, even if the caller hangs up.
+/// Runs `work` as a long operation (see [`busy::exclusive`]), its errors
+/// answered as [`api_error`] says.
 async fn exclusive<T, F>(shared: &Arc<Shared>, what: String, work: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: Future<Output = Result<T>> + Send + 'static,
 {
-    let guard = shared.try_begin(what.clone())?;
-    let task = tokio::spawn(async move {
-        let _guard = guard;
-        work.await
-    });
-    match task.await {
-        Ok(Ok(v)) => Ok(Json(v)),
-        Ok(Err(e)) => {
-            tracing::warn!(operation = %what, error = %e, "operation failed");
-            Err(api_error(e))
-        }
-        Err(e) => Err(ApiError::internal(format!("{what} ended abnormally: {e}"))),
-    }
+    busy::exclusive(
+        &shared.busy,
+        what,
+        async move { work.await.map_err(api_error) },
+    )
+    .await
 }
 
 /// Runs synchronous (engine, file system) work on a blocking thread.
@@ -231,11 +191,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<AgentStatus> {
     );
     // Read last: a nodetool status takes a second or two, the reply says
     // what runs now.
-    let busy = shared
-        .busy
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let busy = shared.busy.current();
     Ok(Json(AgentStatus {
         node_address: shared.config.node_address,
         repository_id: shared.repo.config.id.to_hex(),

@@ -28,12 +28,12 @@ use crate::api::{SstableFile, TableFiles, UploadReply, UploadRequest};
 use crate::error::{CassandraError, Result};
 
 /// Tag every node snapshot carries besides the backup's own tag.
-pub const STORE_TAG: &str = "cassandra";
+pub const STORE_TAG: &str = crate::STORE;
 
-/// Host name of a node's repository snapshots: `cassandra/<cluster>/<node>`.
-/// It picks the parent snapshot, so it must stay the same across backups.
+/// Host name of a node's repository snapshots: `cassandra/<cluster>/<node>`
+/// (see `tidemark_cluster::tag`).
 pub fn hostname(cluster: &str, node: &str) -> String {
-    format!("cassandra/{cluster}/{node}")
+    tidemark_cluster::tag::hostname(crate::STORE, cluster, node)
 }
 
 pub(super) async fn handler(

@@ -11,11 +11,9 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use tidemark_cluster::fanout::{get_all, Target};
 use tidemark_cluster::{AgentClient, ClusterError};
 
 use super::{Cql, Topology};
@@ -72,57 +70,18 @@ impl Agents {
     }
 }
 
-/// Calls every agent at once; results in the order of `agents`.
-pub async fn post_all<B, R>(
-    agents: &[Agent],
-    path: &'static str,
-    body: B,
-    timeout: Duration,
-) -> Vec<Result<R, ClusterError>>
-where
-    B: Serialize + Send + Sync + 'static,
-    R: DeserializeOwned + Send + 'static,
-{
-    let body = Arc::new(body);
-    let tasks: Vec<_> = agents
-        .iter()
-        .map(|a| {
-            let (client, body) = (a.client.clone(), body.clone());
-            tokio::spawn(async move { client.post::<B, R>(path, &body, timeout).await })
-        })
-        .collect();
-    join(tasks, agents).await
+impl Target for Agent {
+    fn name(&self) -> String {
+        self.address.to_string()
+    }
+    fn client(&self) -> &AgentClient {
+        &self.client
+    }
 }
 
 /// GET status of every agent at once.
 pub async fn statuses(agents: &[Agent]) -> Vec<Result<AgentStatus, ClusterError>> {
-    let tasks: Vec<_> = agents
-        .iter()
-        .map(|a| {
-            let client = a.client.clone();
-            tokio::spawn(
-                async move { client.get::<AgentStatus>(api::STATUS, STATUS_TIMEOUT).await },
-            )
-        })
-        .collect();
-    join(tasks, agents).await
-}
-
-async fn join<R>(
-    tasks: Vec<tokio::task::JoinHandle<Result<R, ClusterError>>>,
-    agents: &[Agent],
-) -> Vec<Result<R, ClusterError>> {
-    let mut out = Vec::with_capacity(tasks.len());
-    for (t, a) in tasks.into_iter().zip(agents) {
-        out.push(t.await.unwrap_or_else(|e| {
-            Err(ClusterError::Remote {
-                agent: a.client.url.clone(),
-                status: 0,
-                message: format!("request task failed: {e}"),
-            })
-        }));
-    }
-    out
+    get_all(agents, api::STATUS, STATUS_TIMEOUT).await
 }
 
 /// One reason the cluster is not ready. `lasting` problems do not go away by
