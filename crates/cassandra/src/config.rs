@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidemark_cluster::auth::Token;
-use tidemark_repo::forget::{KeepPolicy, Within};
+use tidemark_cluster::config::{ClusterFile, Common};
 use tidemark_store::Location;
+
+/// `[retention]` is the same for every adapter.
+pub use tidemark_cluster::config::RetentionConfig;
 
 use crate::error::{CassandraError, Result};
 
@@ -91,54 +94,6 @@ pub struct RestoreConfig {
     /// Upper bound on one node's download and load. Default 12 h.
     #[serde(default = "default_upload_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-}
-
-/// `[retention]`: the keep rules of `tidemark cluster forget`, with the same
-/// meaning as its `--keep-*` flags (a backup is kept if any rule keeps it;
-/// its time is the backup's start). Zero or absent means "this rule keeps
-/// nothing"; a table that keeps nothing at all is refused.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RetentionConfig {
-    #[serde(default)]
-    pub keep_last: u32,
-    #[serde(default)]
-    pub keep_hourly: u32,
-    #[serde(default)]
-    pub keep_daily: u32,
-    #[serde(default)]
-    pub keep_weekly: u32,
-    #[serde(default)]
-    pub keep_monthly: u32,
-    #[serde(default)]
-    pub keep_yearly: u32,
-    /// A duration like 7d, 2w, 1y2m or 36h, counted back from the newest backup.
-    #[serde(default)]
-    pub keep_within: Option<String>,
-}
-
-impl RetentionConfig {
-    /// The policy, or why the table is unusable (named by field).
-    pub fn policy(&self) -> std::result::Result<KeepPolicy, String> {
-        let within = match &self.keep_within {
-            Some(w) => Some(w.parse::<Within>().map_err(|e| format!("retention.keep-within: {e}"))?),
-            None => None,
-        };
-        let p = KeepPolicy {
-            last: self.keep_last,
-            hourly: self.keep_hourly,
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            yearly: self.keep_yearly,
-            within,
-            tags: Vec::new(),
-        };
-        if p.is_empty() {
-            return Err("retention keeps nothing: give at least one keep-* rule above zero (or remove the table)".into());
-        }
-        Ok(p)
-    }
 }
 
 /// One agent's file (`tidemark agent --config FILE`).
@@ -237,7 +192,13 @@ fn bad(path: &Path, reason: impl Into<String>) -> CassandraError {
 
 impl ClusterConfig {
     pub fn load(path: &Path) -> Result<ClusterConfig> {
-        let c: ClusterConfig = read_toml(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| CassandraError::io(path, e))?;
+        ClusterConfig::from_toml(&text, path)
+    }
+
+    /// Parses and validates the text of the file at `path` (named in errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<ClusterConfig> {
+        let c: ClusterConfig = toml::from_str(text).map_err(|e| bad(path, e.to_string()))?;
         c.validate(path)?;
         Ok(c)
     }
@@ -288,6 +249,22 @@ impl ClusterConfig {
 
     pub fn agent_for(&self, address: IpAddr) -> Option<&AgentRef> {
         self.agents.node.iter().find(|a| a.address == address)
+    }
+}
+
+impl ClusterFile for ClusterConfig {
+    fn store(&self) -> &'static str {
+        crate::STORE
+    }
+
+    fn common(&self) -> Common<'_> {
+        Common {
+            name: &self.name,
+            repository: &self.repository,
+            password_file: &self.password_file,
+            token_file: &self.agents.token_file,
+            retention: self.retention.as_ref(),
+        }
     }
 }
 

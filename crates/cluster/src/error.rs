@@ -27,12 +27,9 @@ pub enum ClusterError {
     /// failure is shown in full, the others after it; `first` is not a
     /// `#[source]` because the message already carries it.
     #[error("node {node}: {step} failed: {first}{}", also(others))]
-    Nodes {
-        step: String,
-        node: String,
-        first: Box<ClusterError>,
-        others: Vec<(String, ClusterError)>,
-    },
+    Nodes { step: String, node: String, first: Box<ClusterError>, others: Vec<(String, ClusterError)> },
+    #[error("config {path}: {reason}")]
+    Config { path: String, reason: String },
     #[error("token file {path}: {reason}")]
     Token { path: String, reason: String },
     #[error("cluster manifest {id}: {reason}")]

@@ -4,6 +4,8 @@
 //!   catalog (`catalog/<id>`), sealed like every metadata file. A cluster
 //!   backup exists only once its manifest is committed, after every node
 //!   finished; node snapshots without a manifest are never listed.
+//! - `config`: what every adapter's coordinator file has (name, repository,
+//!   secrets, `[retention]`), and which adapter a file is for.
 //! - `tag`: the backup tag (`tidemark-<start>-<hex>`) and the node
 //!   snapshots' host names (`<store>/<cluster>/<node>`).
 //! - `auth`: the shared agent token (never logged, compared in constant
@@ -18,6 +20,7 @@
 pub mod auth;
 pub mod busy;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod manifest;

@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tidemark_cassandra::api::file_content;
-use tidemark_cassandra::config::ClusterConfig;
 use tidemark_cassandra::manifest::NodeDetail;
 use tidemark_cluster::manifest::{self, ClusterManifest};
 use tidemark_repo::copy::{copied_originals, copy, CopyOptions};
@@ -28,7 +27,7 @@ use tidemark_repo::snapshot::Snapshot;
 use tidemark_repo::tree::NodeKind;
 use tidemark_repo::{Id, Repository};
 
-use super::backup::open_repository;
+use super::config::AnyConfig;
 use crate::commands::snapshots::human;
 use crate::ctx::{print_json, read_password, Global};
 
@@ -73,8 +72,8 @@ pub struct CopyReport {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let config = ClusterConfig::load(&a.config)?;
-    let src = open_repository(&config)?;
+    let config = AnyConfig::load(&a.config)?;
+    let src = config.open_repository()?;
     let to_password = read_password(a.to_password_file.as_ref(), "TIDEMARK_TO_PASSWORD")
         .context("target passphrase (--to-password-file or TIDEMARK_TO_PASSWORD)")?;
     let dst = Global {
@@ -92,17 +91,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // Every id is resolved before anything is copied.
     let mut todo: Vec<(Id, ClusterManifest)> = Vec::new();
     for spec in &a.backups {
-        let found = manifest::find(&src, Some(&config.name), spec).with_context(|| {
+        let found = manifest::find(&src, Some(config.common().name), spec).with_context(|| {
             format!(
                 "backup {spec} of cluster {}: nothing was copied",
-                config.name
+                config.common().name
             )
         })?;
         if !todo.iter().any(|(id, _)| *id == found.0) {
             todo.push(found);
         }
     }
-    let in_target: HashMap<String, Id> = manifest::list(&dst, Some(&config.name))?
+    let in_target: HashMap<String, Id> = manifest::list(&dst, Some(config.common().name))?
         .into_iter()
         .map(|(id, m)| (m.tag, id))
         .collect();

@@ -23,14 +23,14 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use tidemark_cassandra::backup::TAG_PREFIX;
-use tidemark_cassandra::config::ClusterConfig;
+use tidemark_cluster::config::Common;
 use tidemark_cluster::manifest::{self, ClusterManifest};
 use tidemark_repo::forget::{apply_policy, Candidate, KeepPolicy};
 use tidemark_repo::lock::{live_locks, Lock, LockKind};
 use tidemark_repo::snapshot::Snapshot;
 use tidemark_repo::{FileKind, Id, RepoError, Repository};
 
-use super::backup::open_repository;
+use super::config::AnyConfig;
 use crate::commands::forget::{local, KeepArgs};
 use crate::commands::prune::{print_summary, run_prune, PruneArgs};
 use crate::commands::snapshots::human;
@@ -118,10 +118,10 @@ pub struct Report {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let config = ClusterConfig::load(&a.config)?;
-    let policy = choose_policy(&a, &config)?;
-    let repo = open_repository(&config)?;
-    let mut report = plan(&repo, &a, policy.as_ref(), &config.name)?;
+    let config = AnyConfig::load(&a.config)?;
+    let policy = choose_policy(&a, config.common())?;
+    let repo = config.open_repository()?;
+    let mut report = plan(&repo, &a, policy.as_ref(), config.common().name)?;
     let failure = if a.dry_run {
         None
     } else {
@@ -252,7 +252,7 @@ fn plan(repo: &Repository, a: &Args, policy: Option<&KeepPolicy>, name: &str) ->
 
 /// The keep policy, or None when backups are named. Refuses a policy that
 /// keeps nothing unless `--allow-empty`.
-fn choose_policy(a: &Args, config: &ClusterConfig) -> Result<Option<KeepPolicy>> {
+fn choose_policy(a: &Args, config: Common<'_>) -> Result<Option<KeepPolicy>> {
     let flags = a.keep.policy();
     // A zero is clap's default, so "given" means above zero (or any
     // --keep-within, which a zero duration makes a policy keeping nothing).
@@ -265,7 +265,7 @@ fn choose_policy(a: &Args, config: &ClusterConfig) -> Result<Option<KeepPolicy>>
     }
     let policy = if flags_given {
         flags
-    } else if let Some(r) = &config.retention {
+    } else if let Some(r) = config.retention {
         // Validated when the file was loaded.
         r.policy()
             .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?

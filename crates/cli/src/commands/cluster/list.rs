@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tidemark_cassandra::config::ClusterConfig;
 use tidemark_cassandra::manifest::{BackupDetail, NodeDetail};
 use tidemark_cluster::manifest::{self, ClusterManifest};
 use tidemark_repo::Id;
 
-use super::backup::open_repository;
+use super::config::AnyConfig;
 use crate::commands::snapshots::human;
 use crate::ctx::{print_json, Global};
 
@@ -110,9 +109,9 @@ impl BackupRow {
 }
 
 pub fn run(_g: &Global, a: Args) -> Result<i32> {
-    let config = ClusterConfig::load(&a.config)?;
-    let repo = open_repository(&config)?;
-    let rows: Vec<BackupRow> = manifest::list(&repo, Some(&config.name))?
+    let config = AnyConfig::load(&a.config)?;
+    let repo = config.open_repository()?;
+    let rows: Vec<BackupRow> = manifest::list(&repo, Some(config.common().name))?
         .iter()
         .map(|(id, m)| BackupRow::new(id, m))
         .collect();
@@ -139,6 +138,6 @@ pub fn run(_g: &Global, a: Args) -> Result<i32> {
             format!("{:.1} s", r.duration_secs),
         );
     }
-    println!("{} backups of cluster {}", rows.len(), config.name);
+    println!("{} backups of cluster {}", rows.len(), config.common().name);
     Ok(0)
 }

@@ -1,6 +1,7 @@
 //! `tidemark cluster ...`: the coordinator's commands, one file each.
 
 pub mod backup;
+pub mod config;
 pub mod copy;
 pub mod forget;
 pub mod list;
