@@ -28,6 +28,17 @@ pub enum ClusterError {
     /// `#[source]` because the message already carries it.
     #[error("node {node}: {step} failed: {first}{}", also(others))]
     Nodes { step: String, node: String, first: Box<ClusterError>, others: Vec<(String, ClusterError)> },
+    /// A request refused before anything was changed (options that
+    /// contradict each other, a policy that would keep nothing).
+    #[error("{0}")]
+    Refused(String),
+    /// An operation stopped; `what` says what was and was not done.
+    #[error("{what}")]
+    Stopped {
+        what: String,
+        #[source]
+        source: Option<Box<ClusterError>>,
+    },
     #[error("config {path}: {reason}")]
     Config { path: String, reason: String },
     #[error("token file {path}: {reason}")]

@@ -15,6 +15,7 @@
 //! - `client`: how a coordinator calls an agent; errors say which agent and why.
 //! - `fanout`: a call to every agent at once, and "all nodes or an error
 //!   naming the node".
+//! - `forget`: retention for whole cluster backups (`cluster forget`).
 //! - `error`: the crate's one error type.
 
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod forget;
 pub mod manifest;
 pub mod server;
 pub mod tag;
