@@ -97,6 +97,7 @@ pub fn node_from(name: &OsStr, m: &Metadata, names: &Names) -> Node {
         subtree: None,
         target: None,
         target_bytes: None,
+        extra: Default::default(),
     };
     n.set_name(name);
     n

@@ -27,6 +27,7 @@ pub mod forget;
 pub mod fsmeta;
 pub mod id;
 pub mod index;
+pub mod ingest;
 pub mod keyfile;
 pub mod lock;
 pub mod pack;

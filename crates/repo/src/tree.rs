@@ -3,6 +3,8 @@
 //! The encoding is deterministic (sorted nodes, fixed field order), so an
 //! unchanged directory produces the same blob id and is stored once.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
@@ -64,6 +66,12 @@ pub struct Node {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
     pub target_bytes: Option<Vec<u8>>,
+    /// Attributes a data store has beyond a POSIX file's (HDFS: replication,
+    /// block size, storage and erasure-coding policy, ACL, xattrs, file id,
+    /// checksum), as the adapter that wrote the tree names them. Absent for
+    /// file-tree backups, so their tree blobs are unchanged by its addition.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -220,6 +228,7 @@ pub(crate) mod tests {
                         subtree: None,
                         target: None,
                         target_bytes: None,
+                        extra: Default::default(),
                     };
                     use std::os::unix::ffi::OsStrExt;
                     n.set_name(std::ffi::OsStr::from_bytes(&name));
@@ -252,6 +261,7 @@ pub(crate) mod tests {
             subtree: None,
             target: None,
             target_bytes: None,
+            extra: Default::default(),
         };
         n.set_name(std::ffi::OsStr::from_bytes(name));
         n

@@ -52,6 +52,7 @@ pub mod process;
 pub mod redis;
 pub mod root;
 pub mod s3;
+pub mod tidemark;
 pub mod wait;
 
 pub use kind::{Kind, UpOptions};

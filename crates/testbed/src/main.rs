@@ -138,8 +138,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             with_agents,
             tidemark_bin,
         } => {
-            if with_agents && kind != Kind::Cassandra {
-                anyhow::bail!("--with-agents applies to cassandra only, not {kind}");
+            if with_agents && !matches!(kind, Kind::Cassandra | Kind::Hdfs) {
+                anyhow::bail!("--with-agents applies to cassandra and hdfs, not {kind}");
             }
             let opts = UpOptions {
                 name,

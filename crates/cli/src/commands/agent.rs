@@ -1,5 +1,5 @@
-//! `tidemark agent --config FILE`: the Cassandra agent beside one node, until
-//! SIGINT or SIGTERM.
+//! `tidemark agent --config FILE`: the agent beside one node (Cassandra) or
+//! DataNode (HDFS, a file with an `[hdfs]` table), until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
 
@@ -27,6 +27,9 @@ fn unwrap_repo(e: CassandraError) -> anyhow::Error {
 }
 
 pub fn run(_g: &Global, a: Args) -> Result<i32> {
+    if super::cluster::backup::has_section(&a.config, "hdfs")? {
+        return run_hdfs(&a);
+    }
     let config = AgentConfig::load(&a.config)?;
     let node = config.node_address;
     runtime().block_on(async move {
@@ -34,6 +37,19 @@ pub fn run(_g: &Global, a: Args) -> Result<i32> {
         let addr = agent.local_addr()?;
         eprintln!("agent for {node} listening on {addr}");
         agent.serve(shutdown_signal()?).await.map_err(unwrap_repo)
+    })?;
+    Ok(0)
+}
+
+/// The HDFS agent (an agent file with an `[hdfs]` table).
+fn run_hdfs(a: &Args) -> Result<i32> {
+    let config = tidemark_hdfs::config::AgentConfig::load(&a.config)?;
+    let name = config.name.clone();
+    runtime().block_on(async move {
+        let agent = tidemark_hdfs::agent::Agent::start(config).await.map_err(super::cluster::backup::unwrap_hdfs)?;
+        let addr = agent.local_addr()?;
+        eprintln!("HDFS agent {name} listening on {addr}");
+        agent.serve(shutdown_signal()?).await.map_err(super::cluster::backup::unwrap_hdfs)
     })?;
     Ok(0)
 }

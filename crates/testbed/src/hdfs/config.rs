@@ -32,6 +32,14 @@ fn common(info: &Info) -> Vec<(&'static str, String)> {
         // extension would only delay the first write.
         ("dfs.namenode.safemode.extension", "0".into()),
         ("dfs.heartbeat.interval", "1".into()),
+        // A file still being written is captured in a snapshot with the
+        // length it had then (tidemark stores exactly that length).
+        ("dfs.namenode.snapshot.capture.openfiles", "true".into()),
+        // Block-size independent checksums (GETFILECHECKSUM), so a file
+        // restored with another block size can still be compared.
+        ("dfs.checksum.combine.mode", "COMPOSITE_CRC".into()),
+        ("dfs.namenode.acls.enabled", "true".into()),
+        ("dfs.namenode.xattrs.enabled", "true".into()),
     ]
 }
 

@@ -6,6 +6,7 @@
 //! lack the web UI resources the HTTP servers refuse to start without; those
 //! come from the `tests` jar of the same release, unpacked once into the cache.
 
+pub mod agents;
 mod config;
 mod dist;
 pub mod tools;
@@ -49,6 +50,14 @@ pub struct Info {
     /// Directory holding `webapps/`, needed on a daemon's classpath.
     pub webapps: PathBuf,
     pub datanodes: Vec<DataNodeInfo>,
+    /// With `--with-agents`: the binary, repository and token of the agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tidemark: Option<crate::tidemark::Tidemark>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<agents::AgentInfo>,
+    /// The coordinator file (`tidemark cluster ... --config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tidemark_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +129,9 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         jars,
         webapps,
         datanodes: Vec::new(),
+        tidemark: None,
+        agents: Vec::new(),
+        tidemark_config: None,
     };
     for node in 1..=nodes {
         let dn_dir = info.dir.join(format!("datanode{node}"));
@@ -143,6 +155,9 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         records.push(spawn_datanode(root, &info, dn)?);
     }
     wait_ready(&info, &records.iter().collect::<Vec<_>>(), nodes)?;
+    if opts.with_agents {
+        agents::start_all(root, &mut info, opts.tidemark_bin.as_deref())?;
+    }
     eprintln!(
         "hdfs {name}: namenode and {nodes} datanodes ready in {:.1}s",
         started.elapsed().as_secs_f64()

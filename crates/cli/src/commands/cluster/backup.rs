@@ -1,6 +1,6 @@
 //! `tidemark cluster backup`: one consistent backup of the whole cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -21,6 +21,9 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
+    if has_section(&a.config, "hdfs")? {
+        return run_hdfs(g, a);
+    }
     let config = ClusterConfig::load(&a.config)?;
     let repo = Arc::new(open_repository(&config)?);
     let progress = g.progress();
@@ -39,12 +42,56 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     Ok(0)
 }
 
+fn run_hdfs(g: &Global, a: Args) -> Result<i32> {
+    let config = tidemark_hdfs::config::ClusterConfig::load(&a.config)?;
+    let repo = Arc::new(open_at(&config.repository, &config.password_file)?);
+    let progress = g.progress();
+    let result = runtime().block_on(tidemark_hdfs::backup::backup(&config, repo, Some(progress.as_ref())));
+    progress.finish();
+    let out = result.map_err(unwrap_hdfs)?;
+    if a.json {
+        print_json(&BackupRow::new(&out.id, &out.manifest))?;
+    } else {
+        println!("{}", out.id);
+    }
+    for (path, why) in &out.unreadable {
+        eprintln!("not backed up: {path}: {why}");
+    }
+    if out.unreadable.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("backup {} is incomplete: {} file(s) could not be read", out.id.short(), out.unreadable.len());
+        Ok(crate::ctx::EXIT_INCOMPLETE)
+    }
+}
+
+/// Repository errors keep their type (exit codes for a wrong passphrase or
+/// a missing repository).
+pub fn unwrap_hdfs(e: tidemark_hdfs::HdfsError) -> anyhow::Error {
+    match e {
+        tidemark_hdfs::HdfsError::Repo(r) => anyhow::Error::from(r),
+        other => anyhow::Error::from(other),
+    }
+}
+
+/// Whether a coordinator or agent file has the top-level table `name`
+/// (`[cassandra]`, `[hdfs]`): it picks the adapter.
+pub fn has_section(path: &Path, name: &str) -> Result<bool> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+    Ok(table.get(name).is_some_and(|v| v.is_table()))
+}
+
 /// The repository a cluster file names, opened with its passphrase file.
 /// A wrong passphrase stays a `RepoError::WrongPassword` (exit 12).
 pub fn open_repository(config: &ClusterConfig) -> Result<Repository> {
-    let password = read_password(Some(&config.password_file), "TIDEMARK_PASSWORD")?;
-    let loc = config.location();
+    open_at(&config.repository, &config.password_file)
+}
+
+pub fn open_at(repository: &str, password_file: &Path) -> Result<Repository> {
+    let password = read_password(Some(&password_file.to_path_buf()), "TIDEMARK_PASSWORD")?;
+    let loc: tidemark_store::Location = repository.parse()?;
     let opts = tidemark_store::OpenOptions::default();
     tidemark_repo::repo::open_location(&loc, &opts, runtime().handle().clone(), password.as_bytes())
-        .with_context(|| format!("opening the repository {}", config.repository))
+        .with_context(|| format!("opening the repository {repository}"))
 }

@@ -13,12 +13,13 @@ use tidemark_repo::Repository;
 use crate::ctx::{read_password, runtime};
 
 /// The store tables that pick an adapter.
-const STORES: &[&str] = &[tidemark_cassandra::STORE];
+const STORES: &[&str] = &[tidemark_cassandra::STORE, tidemark_hdfs::STORE];
 
 /// A coordinator file, of whichever adapter.
 #[derive(Debug, Clone)]
 pub enum AnyConfig {
     Cassandra(tidemark_cassandra::config::ClusterConfig),
+    Hdfs(tidemark_hdfs::config::ClusterConfig),
 }
 
 impl AnyConfig {
@@ -28,6 +29,7 @@ impl AnyConfig {
             tidemark_cassandra::STORE => AnyConfig::Cassandra(
                 tidemark_cassandra::config::ClusterConfig::from_toml(&text, path)?,
             ),
+            tidemark_hdfs::STORE => AnyConfig::Hdfs(tidemark_hdfs::config::ClusterConfig::from_toml(&text, path)?),
             other => unreachable!("store {other} is in STORES without an adapter"),
         })
     }
@@ -35,6 +37,7 @@ impl AnyConfig {
     pub fn file(&self) -> &dyn ClusterFile {
         match self {
             AnyConfig::Cassandra(c) => c,
+            AnyConfig::Hdfs(c) => c,
         }
     }
 

@@ -34,11 +34,28 @@ pub struct Args {
     /// since the backup are gone afterwards)
     #[arg(long)]
     pub truncate: bool,
+    /// HDFS: restore this backed-up path (a file or a directory); repeatable.
+    /// Without it, every root of the backup.
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// HDFS: put each restored path under this directory instead of at its
+    /// own path
+    #[arg(long)]
+    pub target_path: Option<String>,
+    /// HDFS: replace files that exist (never done without it)
+    #[arg(long)]
+    pub overwrite: bool,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(_g: &Global, a: Args) -> Result<i32> {
+    if super::backup::has_section(&a.config, "hdfs")? {
+        return run_hdfs(a);
+    }
+    if !a.paths.is_empty() || a.target_path.is_some() || a.overwrite {
+        anyhow::bail!("--path, --target-path and --overwrite are for HDFS backups; {} is not an HDFS cluster file", a.config.display());
+    }
     let source = ClusterConfig::load(&a.config)?;
     let target = match &a.target_config {
         Some(p) => ClusterConfig::load(p)?,
@@ -137,4 +154,48 @@ fn mode(m: Mode) -> &'static str {
         Mode::Import => "import",
         Mode::Stream => "stream",
     }
+}
+
+fn run_hdfs(a: Args) -> Result<i32> {
+    use tidemark_hdfs::config::ClusterConfig as HdfsConfig;
+    if a.keyspace.is_some() || !a.tables.is_empty() || a.rename_to.is_some() || a.truncate {
+        anyhow::bail!("--keyspace, --table, --rename-to and --truncate are for Cassandra; this is an HDFS cluster (use --path)");
+    }
+    let source = HdfsConfig::load(&a.config)?;
+    let target = match &a.target_config {
+        Some(p) => HdfsConfig::load(p)?,
+        None => source.clone(),
+    };
+    let repo = std::sync::Arc::new(super::backup::open_at(&source.repository, &source.password_file)?);
+    let (id, manifest) = tidemark_cluster::manifest::find(&repo, Some(&source.name), &a.backup)
+        .with_context(|| format!("finding backup {} of cluster {}", a.backup, source.name))?;
+    let opts = tidemark_hdfs::restore::RestoreOptions { paths: a.paths, target_path: a.target_path, overwrite: a.overwrite };
+    let report = ctx::runtime()
+        .block_on(tidemark_hdfs::restore::restore(repo, &id, &manifest, &target, &opts))
+        .map_err(super::backup::unwrap_hdfs)?;
+    if a.json {
+        ctx::print_json(&report)?;
+    } else {
+        for (from, to) in &report.restored {
+            println!("{from} -> {to}");
+        }
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        for (p, why) in &report.failed {
+            println!("failed: {p}: {why}");
+        }
+        println!(
+            "restored {} files ({} bytes) and {} directories of backup {} into {} in {:.1}s; {} checksums matched, {} not comparable",
+            report.files,
+            report.bytes,
+            report.dirs,
+            &report.backup[..12],
+            report.target_cluster,
+            report.duration_secs,
+            report.checksums_matched,
+            report.checksums_not_compared
+        );
+    }
+    Ok(if report.failed.is_empty() { 0 } else { ctx::EXIT_INCOMPLETE })
 }

@@ -26,6 +26,9 @@ pub struct Args {
 }
 
 pub fn run(_g: &Global, a: Args) -> Result<i32> {
+    if super::backup::has_section(&a.config, "hdfs")? {
+        return run_hdfs(a);
+    }
     let config = ClusterConfig::load(&a.config)?;
     let repo = open_repository(&config)?;
     let (id, m) = manifest::find(&repo, Some(&config.name), &a.backup)?;
@@ -60,6 +63,33 @@ pub fn run(_g: &Global, a: Args) -> Result<i32> {
         report.sstables,
         report.chunks,
         report.packs,
+        if report.is_clean() { "no damage".to_string() } else { format!("{} damaged places", report.damage.len()) }
+    );
+    Ok(code)
+}
+
+fn run_hdfs(a: Args) -> Result<i32> {
+    let config = tidemark_hdfs::config::ClusterConfig::load(&a.config)?;
+    let repo = super::backup::open_at(&config.repository, &config.password_file)?;
+    let (id, m) = manifest::find(&repo, Some(&config.name), &a.backup)?;
+    let report = tidemark_hdfs::verify::verify(&repo, &id, &m, a.read_data).map_err(super::backup::unwrap_hdfs)?;
+    let code = if report.is_clean() { 0 } else { EXIT_INCOMPLETE };
+    if a.json {
+        print_json(&report)?;
+        return Ok(code);
+    }
+    for (p, what) in &report.damage {
+        println!("damaged: {p}: {what}");
+    }
+    println!(
+        "backup {} of cluster {}: {} files ({}), {} directories, {} chunks{}: {}",
+        id.short(),
+        m.cluster,
+        report.files,
+        human(report.bytes),
+        report.dirs,
+        report.chunks_checked,
+        if a.read_data { format!(", {} read", report.chunks_read) } else { String::new() },
         if report.is_clean() { "no damage".to_string() } else { format!("{} damaged places", report.damage.len()) }
     );
     Ok(code)
