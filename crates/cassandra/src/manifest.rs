@@ -1,11 +1,15 @@
 //! What a Cassandra cluster backup records beyond the generic manifest
-//! (`ClusterManifest::detail` and `NodeBackup::detail`).
+//! (`ClusterManifest::detail` and `NodeBackup::detail`), and how a node's
+//! detail is rewritten for a copy in another repository.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tidemark_cluster::copy::CopiedFiles;
+use tidemark_cluster::{ClusterError, NodeBackup};
+use tidemark_repo::crypto::MasterKey;
 
-use crate::api::TableFiles;
+use crate::api::{file_content, TableFiles};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,4 +47,38 @@ pub struct NodeDetail {
     pub tables: Vec<TableFiles>,
     /// Path of cassandra.yaml inside the node's repository snapshot.
     pub cassandra_yaml: String,
+}
+
+/// A node's detail for its copy in another repository (the
+/// `tidemark_cluster::copy::NodeRewrite` of Cassandra): each SSTable's
+/// `content` is a keyed hash of its chunk ids under the repository's key, so
+/// it is recomputed from the copied tree, after checking that the copy has
+/// the same files with the same sizes.
+pub fn rewrite_for_copy(
+    n: &NodeBackup,
+    files: &CopiedFiles,
+    key: &MasterKey,
+) -> tidemark_cluster::Result<serde_json::Value> {
+    let fail = |reason: String| ClusterError::Node {
+        node: n.node.clone(),
+        reason,
+    };
+    let mut detail: NodeDetail = n.detail()?;
+    for t in &mut detail.tables {
+        let dir = t.dir.trim_end_matches('/').to_string();
+        for f in &mut t.files {
+            let path = format!("{dir}/{}", f.name);
+            let (size, chunks) = files
+                .get(&path)
+                .ok_or_else(|| fail(format!("{path} is missing from the copied snapshot")))?;
+            if *size != f.size {
+                return Err(fail(format!(
+                    "{path} has {size} bytes in the copy, {} in the manifest",
+                    f.size
+                )));
+            }
+            f.content = file_content(key, chunks);
+        }
+    }
+    Ok(serde_json::to_value(&detail).expect("node detail serialises"))
 }

@@ -39,6 +39,8 @@ pub enum ClusterError {
         #[source]
         source: Option<Box<ClusterError>>,
     },
+    #[error("node {node}: {reason}")]
+    Node { node: String, reason: String },
     #[error("config {path}: {reason}")]
     Config { path: String, reason: String },
     #[error("token file {path}: {reason}")]

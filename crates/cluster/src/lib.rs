@@ -16,12 +16,14 @@
 //! - `fanout`: a call to every agent at once, and "all nodes or an error
 //!   naming the node".
 //! - `forget`: retention for whole cluster backups (`cluster forget`).
+//! - `copy`: whole cluster backups into another repository (`cluster copy`).
 //! - `error`: the crate's one error type.
 
 pub mod auth;
 pub mod busy;
 pub mod client;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod fanout;
 pub mod forget;
