@@ -446,6 +446,11 @@ impl WebHdfs {
         self.put(path, "SETECPOLICY", &[("ecpolicy", policy.into())]).await.map(drop)
     }
 
+    pub async fn rename(&self, from: &str, to: &str) -> Result<bool> {
+        let v = self.put(from, "RENAME", &[("destination", to.into())]).await?;
+        Ok(v.get("boolean").and_then(Value::as_bool).unwrap_or(false))
+    }
+
     pub async fn allow_snapshot(&self, path: &str) -> Result<()> {
         self.put(path, "ALLOWSNAPSHOT", &[]).await.map(drop)
     }
