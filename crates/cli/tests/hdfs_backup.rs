@@ -35,7 +35,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn client(info: &Info) -> WebHdfs {
-    WebHdfs::new(&[info.webhdfs.clone()], &testbed::hdfs::agents::user(), Duration::from_secs(60))
+    WebHdfs::new(std::slice::from_ref(&info.webhdfs), &testbed::hdfs::agents::user(), Duration::from_secs(60))
 }
 
 /// A copy of the testbed's coordinator file with another name and root.
