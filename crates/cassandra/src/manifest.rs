@@ -1,12 +1,14 @@
 //! What a Cassandra cluster backup records beyond the generic manifest
-//! (`ClusterManifest::detail` and `NodeBackup::detail`), and how a node's
-//! detail is rewritten for a copy in another repository.
+//! (`ClusterManifest::detail` and `NodeBackup::detail`), what a listing
+//! shows of it, and how a node's detail is rewritten for a copy in another
+//! repository.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use tidemark_cluster::catalog::{Extras, NodeCounts};
 use tidemark_cluster::copy::CopiedFiles;
-use tidemark_cluster::{ClusterError, NodeBackup};
+use tidemark_cluster::{ClusterError, ClusterManifest, NodeBackup};
 use tidemark_repo::crypto::MasterKey;
 
 use crate::api::{file_content, TableFiles};
@@ -81,4 +83,35 @@ pub fn rewrite_for_copy(
         }
     }
     Ok(serde_json::to_value(&detail).expect("node detail serialises"))
+}
+
+/// What a listing shows of a Cassandra backup beyond the generic row (the
+/// `tidemark_cluster::catalog::Describe` of Cassandra): tables, SSTable
+/// files, snapshot spread, the backup's own timing. A detail that does not
+/// parse counts zero: a listing shows every backup it can.
+pub fn list_extras(m: &ClusterManifest) -> Extras {
+    let detail: Option<BackupDetail> = m.detail().ok();
+    let mut tables = BTreeSet::new();
+    let nodes = m
+        .nodes
+        .iter()
+        .map(|n| {
+            let d: Option<NodeDetail> = n.detail().ok();
+            d.map_or(NodeCounts::default(), |d| {
+                for t in &d.tables {
+                    tables.insert((t.keyspace.clone(), t.table.clone()));
+                }
+                NodeCounts {
+                    tables: d.tables.len(),
+                    files: d.tables.iter().map(|t| t.files.len()).sum(),
+                }
+            })
+        })
+        .collect();
+    Extras {
+        tables: tables.len(),
+        nodes,
+        snapshot_spread_ms: detail.as_ref().map(|d| d.snapshot_spread_ms),
+        duration_secs: detail.as_ref().map(|d| d.timings.total_secs),
+    }
 }

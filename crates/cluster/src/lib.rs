@@ -6,6 +6,7 @@
 //!   finished; node snapshots without a manifest are never listed.
 //! - `config`: what every adapter's coordinator file has (name, repository,
 //!   secrets, `[retention]`), and which adapter a file is for.
+//! - `catalog`: what a listing shows of one backup.
 //! - `tag`: the backup tag (`tidemark-<start>-<hex>`) and the node
 //!   snapshots' host names (`<store>/<cluster>/<node>`).
 //! - `auth`: the shared agent token (never logged, compared in constant
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod busy;
+pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod copy;

@@ -1,13 +1,11 @@
 //! `tidemark cluster list`: this cluster's backups, from the catalog. Only
 //! complete backups have a manifest, so everything listed is restorable.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tidemark_cassandra::manifest::{BackupDetail, NodeDetail};
+use tidemark_cluster::catalog::{self, no_extras, Describe};
 use tidemark_cluster::manifest::{self, ClusterManifest};
 use tidemark_repo::Id;
 
@@ -24,87 +22,27 @@ pub struct Args {
     pub json: bool,
 }
 
-/// What a listing shows of one backup (also `cluster backup --json`).
+/// What a listing shows of one backup (also `cluster backup --json`): the
+/// generic row with the extras its store's adapter reads.
 #[derive(Debug, Serialize)]
-pub struct BackupRow {
-    pub id: Id,
-    pub short_id: String,
-    pub cluster: String,
-    pub tag: String,
-    pub started: DateTime<Utc>,
-    pub finished: DateTime<Utc>,
-    pub nodes: usize,
-    /// Distinct keyspace.table names across the nodes.
-    pub tables: usize,
-    /// SSTable files across the nodes.
-    pub files: usize,
-    pub total_bytes: u64,
-    pub data_added_stored: u64,
-    /// Bytes the agents read from disk (0 for unchanged SSTables).
-    pub bytes_read: u64,
-    pub snapshot_spread_ms: Option<i64>,
-    pub duration_secs: f64,
-    pub node_details: Vec<NodeRow>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct NodeRow {
-    pub node: String,
-    pub host_id: String,
-    pub snapshot: Id,
-    pub cut_at: DateTime<Utc>,
-    pub tables: usize,
-    pub files: usize,
-    pub total_bytes: u64,
-    pub bytes_read: u64,
-    pub data_added_stored: u64,
-}
+#[serde(transparent)]
+pub struct BackupRow(pub catalog::BackupRow);
 
 impl BackupRow {
     pub fn new(id: &Id, m: &ClusterManifest) -> BackupRow {
-        let detail: Option<BackupDetail> = m.detail().ok();
-        let mut tables = BTreeSet::new();
-        let mut node_details = Vec::new();
-        for n in &m.nodes {
-            let d: Option<NodeDetail> = n.detail().ok();
-            let (t, f) = d.as_ref().map_or((0, 0), |d| {
-                for t in &d.tables {
-                    tables.insert((t.keyspace.clone(), t.table.clone()));
-                }
-                (d.tables.len(), d.tables.iter().map(|t| t.files.len()).sum())
-            });
-            node_details.push(NodeRow {
-                node: n.node.clone(),
-                host_id: n.host_id.clone(),
-                snapshot: n.snapshot,
-                cut_at: n.cut_at,
-                tables: t,
-                files: f,
-                total_bytes: n.summary.total_bytes,
-                bytes_read: n.summary.bytes_read,
-                data_added_stored: n.summary.data_added_stored,
-            });
-        }
-        BackupRow {
-            id: *id,
-            short_id: id.short(),
-            cluster: m.cluster.clone(),
-            tag: m.tag.clone(),
-            started: m.started,
-            finished: m.finished,
-            nodes: m.nodes.len(),
-            tables: tables.len(),
-            files: node_details.iter().map(|n| n.files).sum(),
-            total_bytes: m.total_bytes(),
-            data_added_stored: m.data_added_stored(),
-            bytes_read: m.nodes.iter().map(|n| n.summary.bytes_read).sum(),
-            snapshot_spread_ms: detail.as_ref().map(|d| d.snapshot_spread_ms),
-            duration_secs: detail
-                .as_ref()
-                .map(|d| d.timings.total_secs)
-                .unwrap_or_else(|| (m.finished - m.started).num_milliseconds() as f64 / 1000.0),
-            node_details,
-        }
+        BackupRow(catalog::BackupRow::with_extras(
+            id,
+            m,
+            describe_for(&m.store)(m),
+        ))
+    }
+}
+
+/// Each store's reading of its details for a listing.
+fn describe_for(store: &str) -> Describe {
+    match store {
+        tidemark_cassandra::STORE => tidemark_cassandra::manifest::list_extras,
+        _ => no_extras,
     }
 }
 
@@ -122,7 +60,7 @@ pub fn run(_g: &Global, a: Args) -> Result<i32> {
         "{:<10} {:<20} {:>5} {:>6} {:>10} {:>10} {:>9} {:>9}",
         "id", "time", "nodes", "tables", "size", "added", "spread", "duration"
     );
-    for r in &rows {
+    for BackupRow(r) in &rows {
         println!(
             "{:<10} {:<20} {:>5} {:>6} {:>10} {:>10} {:>9} {:>9}",
             r.short_id,
