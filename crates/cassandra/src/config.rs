@@ -20,6 +20,21 @@ pub use tidemark_cluster::config::RetentionConfig;
 
 use crate::error::{CassandraError, Result};
 
+/// The smallest valid cluster file: one node, every default (for tests of
+/// code that reads cluster files, here and in the CLI).
+pub const MINIMAL_CLUSTER_FILE: &str = r#"
+name = "prod"
+repository = "/srv/backup"
+password-file = "/etc/tidemark/pw"
+[cassandra]
+contact-points = ["127.0.1.1:9042"]
+[agents]
+token-file = "/etc/tidemark/token"
+[[agents.node]]
+address = "127.0.1.1"
+url = "http://127.0.0.1:7401"
+"#;
+
 /// The coordinator's description of one cluster (`--config FILE`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -339,18 +354,7 @@ pub fn split_host_port(s: &str) -> std::result::Result<(String, u16), String> {
 mod tests {
     use super::*;
 
-    const CLUSTER: &str = r#"
-name = "prod"
-repository = "/srv/backup"
-password-file = "/etc/tidemark/pw"
-[cassandra]
-contact-points = ["127.0.1.1:9042"]
-[agents]
-token-file = "/etc/tidemark/token"
-[[agents.node]]
-address = "127.0.1.1"
-url = "http://127.0.0.1:7401"
-"#;
+    const CLUSTER: &str = MINIMAL_CLUSTER_FILE;
 
     #[test]
     fn cluster_config_parses_with_defaults() {

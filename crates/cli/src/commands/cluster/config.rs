@@ -66,18 +66,7 @@ impl AnyConfig {
 mod tests {
     use super::*;
 
-    const CASSANDRA: &str = r#"
-name = "prod"
-repository = "/srv/backup"
-password-file = "/etc/tidemark/pw"
-[cassandra]
-contact-points = ["127.0.1.1:9042"]
-[agents]
-token-file = "/etc/tidemark/token"
-[[agents.node]]
-address = "127.0.1.1"
-url = "http://127.0.0.1:7401"
-"#;
+    use tidemark_cassandra::config::MINIMAL_CLUSTER_FILE as CASSANDRA;
 
     fn load(text: &str) -> (tempfile::TempDir, Result<AnyConfig>) {
         let dir = tempfile::tempdir().unwrap();

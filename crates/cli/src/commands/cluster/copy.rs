@@ -102,6 +102,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
 fn rewrite_for(store: &str) -> Option<NodeRewrite> {
     match store {
         tidemark_cassandra::STORE => Some(tidemark_cassandra::manifest::rewrite_for_copy),
+        // An HDFS detail holds paths and HDFS attributes, nothing keyed.
+        tidemark_hdfs::STORE => Some(copy::keep_detail),
         _ => None,
     }
 }
