@@ -108,7 +108,7 @@ async fn model(h: &WebHdfs, dir: &str) -> BTreeMap<String, Entry> {
             let r = if rel.is_empty() { s.path_suffix.clone() } else { format!("{rel}/{}", s.path_suffix) };
             let p = format!("{dir}/{r}");
             let data = if s.kind == EntryKind::File {
-                let resp = if s.length == 0 { None } else { Some(h.open(&p, s.length).await.unwrap()) };
+                let resp = if s.length == 0 { None } else { Some(h.open(&p, s.length, &[]).await.map_err(|(e, _)| e).unwrap()) };
                 match resp {
                     Some(resp) => Some(resp.bytes().await.unwrap().to_vec()),
                     None => Some(Vec::new()),
@@ -141,7 +141,7 @@ async fn model(h: &WebHdfs, dir: &str) -> BTreeMap<String, Entry> {
 
 async fn put(h: &WebHdfs, path: &str, data: Vec<u8>, replication: Option<u16>, block_size: Option<u64>) {
     let opts = CreateOptions { overwrite: true, permission: 0o644, replication, block_size };
-    h.create(path, &opts, reqwest::Body::from(data)).await.unwrap();
+    h.create(path, &opts, reqwest::Body::from(data), &[]).await.map_err(|(e, _)| e).unwrap();
 }
 
 fn assert_same(want: &BTreeMap<String, Entry>, got: &BTreeMap<String, Entry>, what: &str) {
@@ -321,4 +321,124 @@ fn bad_input_is_refused_and_nothing_is_listed() {
     if snaps.snapshot_enabled == Some(true) {
         assert!(rt.block_on(h.snapshots("/t2")).unwrap().is_empty());
     }
+}
+
+/// A file still being written while the backup runs is stored with the
+/// length the snapshot gave it, and those bytes are the final file's prefix.
+#[test]
+fn a_file_being_written_is_stored_with_its_snapshot_length() {
+    let _s = serial();
+    let info = info();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let h = std::sync::Arc::new(client(&info));
+    let config = config_for(&info, "t3", "/t3", dir.path());
+    let c = config.to_str().unwrap().to_string();
+    let data = noise(77, 3 * 1024 * 1024 + 12345);
+    rt.block_on(h.mkdirs("/t3", 0o755)).unwrap();
+    rt.block_on(put(&h, "/t3/steady", noise(78, 1000), None, None));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let writer = {
+        let h = h.clone();
+        rt.spawn(async move {
+            let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }));
+            let opts = CreateOptions { overwrite: true, permission: 0o644, replication: Some(1), block_size: Some(1 << 20) };
+            h.create("/t3/growing", &opts, body, &[]).await.map_err(|(e, _)| e)
+        })
+    };
+    // Two whole blocks and a part of the third before the backup.
+    let cut = 2 * 1024 * 1024 + 300_000;
+    for piece in data[..cut].chunks(64 * 1024) {
+        rt.block_on(tx.send(Ok(bytes::Bytes::copy_from_slice(piece)))).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let b = ok(&["cluster", "backup", "--config", &c, "--json"]);
+    for piece in data[cut..].chunks(64 * 1024) {
+        rt.block_on(tx.send(Ok(bytes::Bytes::copy_from_slice(piece)))).unwrap();
+    }
+    drop(tx);
+    rt.block_on(writer).unwrap().unwrap();
+    let tag = b["tag"].as_str().unwrap();
+    let in_snapshot = rt.block_on(h.status(&format!("/t3/.snapshot/{tag}/growing"))).unwrap().length;
+    assert!(in_snapshot < data.len() as u64, "the snapshot saw the whole file: {in_snapshot}");
+    let r = ok(&["cluster", "restore", "--config", &c, b["id"].as_str().unwrap(), "--path", "/t3/growing", "--target-path", "/restored-t3", "--json"]);
+    assert!(r["failed"].as_array().unwrap().is_empty(), "{r}");
+    let back = rt.block_on(model(&h, "/restored-t3"));
+    let got = back["growing"].data.as_ref().unwrap();
+    assert_eq!(got.len() as u64, in_snapshot, "stored with exactly the snapshot's length");
+    assert!(got[..] == data[..got.len()], "the stored bytes are the file's prefix");
+}
+
+/// A DataNode killed while the agents read is read around (the files have
+/// other replicas); an agent killed mid-backup fails the backup, which then
+/// leaves no backup listed and no snapshot of its own behind.
+#[test]
+fn datanode_or_agent_killed_mid_backup() {
+    let _s = serial();
+    std::env::set_var("TIDEMARK_INSECURE_TEST_KDF", "1");
+    let shared = HDFS.get();
+    let bin: PathBuf = env!("CARGO_BIN_EXE_tidemark").into();
+    // A cluster of its own: this test kills its processes.
+    let info = testbed::hdfs::start(
+        &shared.root,
+        &testbed::UpOptions { name: Some("faults".into()), nodes: Some(3), with_agents: true, tidemark_bin: Some(bin) },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let h = client(&info);
+    let config = config_for(&info, "faults", "/f", dir.path());
+    // One file per request and one request per agent: the backup takes long
+    // enough to be caught in the middle.
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[backup]\nbatch-files = 1\nin-flight = 1\n";
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap().to_string();
+    let files: Vec<(String, Vec<u8>)> = (0..120).map(|i| (format!("/f/part-{i:04}"), noise(500 + i, 1 << 20))).collect();
+    rt.block_on(async {
+        h.mkdirs("/f", 0o755).await.unwrap();
+        for chunk in files.chunks(8) {
+            futures_util::future::join_all(chunk.iter().map(|(p, d)| put(&h, p, d.clone(), Some(3), None))).await;
+        }
+    });
+    let token = std::fs::read_to_string(&info.tidemark.as_ref().unwrap().token_file).unwrap();
+    let sessions_open = |n: usize| -> bool {
+        let a = &info.agents[n - 1];
+        let r = testbed::http::get_with_headers(a.listen, "/v1/status", &[("Authorization", &format!("Bearer {}", token.trim()))], Duration::from_secs(10));
+        r.is_ok_and(|r| r.body.contains("tidemark-"))
+    };
+    let run_and_kill = |process: &str| -> Run {
+        let c2 = c.clone();
+        let child = std::thread::spawn(move || tidemark(&["cluster", "backup", "--config", &c2, "--json"]));
+        let t0 = std::time::Instant::now();
+        while !sessions_open(1) && t0.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        shared.root.stop_process("faults", process).unwrap();
+        child.join().unwrap()
+    };
+
+    // An agent dies: the backup fails naming it; nothing is listed and its
+    // snapshot is gone.
+    let r = run_and_kill("agent1");
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("datanode1"), "the error names the agent: {}", r.stderr);
+    let l = ok(&["cluster", "list", "--config", &c, "--json"]);
+    assert_eq!(l.as_array().unwrap().len(), 0, "nothing is listed: {l}");
+    assert!(rt.block_on(h.snapshots("/f")).unwrap().is_empty(), "the failed backup's snapshot was released");
+    testbed::hdfs::agents::start_agent(&shared.root, &info, 1).unwrap();
+
+    // A DataNode dies: the backup completes from the other replicas.
+    let r = run_and_kill("datanode2");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = tidemark(&["cluster", "verify", "--config", &c, "latest", "--read-data"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let restored = ok(&["cluster", "restore", "--config", &c, "latest", "--target-path", "/back", "--json"]);
+    assert!(restored["failed"].as_array().unwrap().is_empty(), "{restored}");
+    let back = rt.block_on(model(&h, "/back/f"));
+    for (p, d) in &files {
+        let name = p.rsplit('/').next().unwrap();
+        assert!(back[name].data.as_deref() == Some(&d[..]), "{name} differs");
+    }
+    shared.root.stop_cluster("faults").unwrap();
 }

@@ -124,6 +124,9 @@ pub struct DiffPage {
 pub struct DataNode {
     /// `host:xferPort`, as block locations name it.
     pub name: String,
+    /// `host:httpPort`, where WebHDFS redirects reads and writes.
+    #[serde(default)]
+    pub http: String,
     pub live: bool,
     pub capacity: u64,
     pub used: u64,
@@ -147,6 +150,7 @@ impl WebHdfs {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
+            .read_timeout(Duration::from_secs(120))
             .build()
             .expect("HTTP client builds");
         WebHdfs {
@@ -351,16 +355,41 @@ impl WebHdfs {
 
     /// Opens `path` for reading `length` bytes from the start; the body is
     /// streamed from the DataNode the NameNode chose (close to the caller).
-    pub async fn open(&self, path: &str, length: u64) -> Result<reqwest::Response> {
-        let params = [("offset", "0".to_string()), ("length", length.to_string())];
-        let resp = self.namenode(Method::GET, path, "OPEN", &params).await?;
-        let resp = self.follow(resp, "OPEN", path).await?;
-        ok(resp, "OPEN", path).await
+    ///
+    /// `exclude` names DataNodes (`host:xferPort`) the NameNode must not
+    /// send the read to: ones that failed an earlier try. On error, the
+    /// DataNode tried (its HTTP address) comes with it, when there was one.
+    pub async fn open(&self, path: &str, length: u64, exclude: &[String]) -> Result<reqwest::Response, (HdfsError, Option<String>)> {
+        let mut params = vec![("offset", "0".to_string()), ("length", length.to_string())];
+        if !exclude.is_empty() {
+            params.push(("excludedatanodes", exclude.join(",")));
+        }
+        let resp = self.namenode(Method::GET, path, "OPEN", &params).await.map_err(|e| (e, None))?;
+        if resp.status() != StatusCode::TEMPORARY_REDIRECT {
+            return ok(resp, "OPEN", path).await.map_err(|e| (e, None));
+        }
+        let location = location(&resp, "OPEN", path).map_err(|e| (e, None))?;
+        let datanode = reqwest::Url::parse(&location).ok().and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port()?)));
+        // No overall timeout: the body of a big file streams for as long as
+        // it takes; a stalled one is caught by the client's read timeout.
+        let sent = self.http.get(&location).send().await;
+        let resp = sent.map_err(|source| (HdfsError::Http { op: "OPEN".into(), path: path.into(), source }, datanode.clone()))?;
+        ok(resp, "OPEN", path).await.map_err(|e| (e, datanode))
     }
 
     /// Creates (or with `overwrite` replaces) a file with `body`: the
     /// NameNode names a DataNode, the bytes go to it.
-    pub async fn create(&self, path: &str, opts: &CreateOptions, body: reqwest::Body) -> Result<()> {
+    ///
+    /// `exclude` as for [`WebHdfs::open`]; a DataNode that could not be
+    /// reached comes with the error (`Some(http address)`), and then nothing
+    /// was created.
+    pub async fn create(
+        &self,
+        path: &str,
+        opts: &CreateOptions,
+        body: reqwest::Body,
+        exclude: &[String],
+    ) -> Result<(), (HdfsError, Option<String>)> {
         let mut params = vec![
             ("overwrite", opts.overwrite.to_string()),
             ("permission", format!("{:o}", opts.permission & 0o1777)),
@@ -371,23 +400,34 @@ impl WebHdfs {
         if let Some(b) = opts.block_size {
             params.push(("blocksize", b.to_string()));
         }
-        let resp = self.namenode(Method::PUT, path, "CREATE", &params).await?;
-        if resp.status() != StatusCode::TEMPORARY_REDIRECT {
-            ok(resp, "CREATE", path).await?;
-            return Err(bad("CREATE", path, "the NameNode named no DataNode".into()));
+        if !exclude.is_empty() {
+            params.push(("excludedatanodes", exclude.join(",")));
         }
-        let location = location(&resp, "CREATE", path)?;
+        let resp = self.namenode(Method::PUT, path, "CREATE", &params).await.map_err(|e| (e, None))?;
+        if resp.status() != StatusCode::TEMPORARY_REDIRECT {
+            ok(resp, "CREATE", path).await.map_err(|e| (e, None))?;
+            return Err((bad("CREATE", path, "the NameNode named no DataNode".into()), None));
+        }
+        let location = location(&resp, "CREATE", path).map_err(|e| (e, None))?;
+        let datanode = reqwest::Url::parse(&location).ok().and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port()?)));
         // No overall timeout: a big file takes as long as it takes; a stall
         // is caught by the connection's own errors.
-        let resp = self
+        let sent = self
             .http
             .put(location)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body)
             .send()
-            .await
-            .map_err(|source| HdfsError::Http { op: "CREATE".into(), path: path.into(), source })?;
-        ok(resp, "CREATE", path).await?;
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(source) => {
+                let unreached = source.is_connect();
+                let e = HdfsError::Http { op: "CREATE".into(), path: path.into(), source };
+                return Err((e, if unreached { datanode } else { None }));
+            }
+        };
+        ok(resp, "CREATE", path).await.map_err(|e| (e, None))?;
         Ok(())
     }
 
@@ -535,6 +575,7 @@ impl WebHdfs {
                 let name = d.get("xferaddr").and_then(Value::as_str).map_or(host.clone(), str::to_string);
                 out.push(DataNode {
                     name,
+                    http: d.get("infoAddr").and_then(Value::as_str).unwrap_or_default().to_string(),
                     live,
                     capacity: d.get("capacity").and_then(Value::as_u64).unwrap_or(0),
                     used: d.get("usedSpace").and_then(Value::as_u64).unwrap_or(0),

@@ -142,27 +142,62 @@ fn run_session(
     Ok(stats)
 }
 
+/// Tries per file: a read that fails on its way (a DataNode that died, a
+/// connection reset) is started again; the NameNode then names another
+/// DataNode holding the blocks, and chunks already stored are not stored
+/// twice.
+const READ_TRIES: u32 = 4;
+
 /// Reads one file into the session. A file that cannot be read is a result
 /// with an error; a repository that cannot be written is an `Err`.
 fn read_one(session: &Session<'_>, hdfs: &WebHdfs, rt: &Handle, job: &Job) -> std::result::Result<ReadResult, String> {
-    let opened = if job.length == 0 { None } else { Some(rt.block_on(hdfs.open(&job.path, job.length))) };
+    let mut attempt = 0;
+    let mut exclude: Vec<String> = Vec::new();
+    loop {
+        attempt += 1;
+        match read_once(session, hdfs, rt, job, &mut exclude)? {
+            Err((why, retry)) if retry && attempt < READ_TRIES => {
+                tracing::warn!(path = %job.path, attempt, error = %why, ?exclude, "read failed, trying again");
+                std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)));
+            }
+            Err((why, _)) => return Ok(ReadResult { error: Some(why), ..Default::default() }),
+            Ok(r) => return Ok(r),
+        }
+    }
+}
+
+/// One try: Ok(Err((why, worth another try))) when the file could not be read.
+#[allow(clippy::type_complexity)]
+fn read_once(
+    session: &Session<'_>,
+    hdfs: &WebHdfs,
+    rt: &Handle,
+    job: &Job,
+    exclude: &mut Vec<String>,
+) -> std::result::Result<std::result::Result<ReadResult, (String, bool)>, String> {
+    let opened = if job.length == 0 { None } else { Some(rt.block_on(hdfs.open(&job.path, job.length, exclude))) };
     let stored = match opened {
         None => session.store(&mut io::empty(), Some(0)),
-        Some(Err(e)) => return Ok(ReadResult { error: Some(e.to_string()), ..Default::default() }),
+        Some(Err((e, datanode))) => {
+            let retry = e.is_temporary() || matches!(&e, HdfsError::Remote { status, .. } if *status >= 500);
+            // The NameNode does not know yet that this DataNode is gone:
+            // the next try asks it for another one.
+            if let Some(dn) = datanode {
+                if let Some(xfer) = rt.block_on(xfer_address(hdfs, &dn)) {
+                    exclude.push(xfer);
+                }
+            }
+            return Ok(Err((e.to_string(), retry)));
+        }
         Some(Ok(resp)) => session.store(&mut Body { resp, rt, buf: bytes::Bytes::new() }, Some(job.length)),
     };
     let stored = match stored {
         Ok(s) => s,
-        Err(StoreError::Source(e)) => {
-            return Ok(ReadResult { error: Some(format!("reading {}: {e}", job.path)), ..Default::default() })
-        }
+        Err(StoreError::Source(e)) => return Ok(Err((format!("reading {}: {e}", job.path), true))),
         Err(StoreError::Repo(e)) => return Err(e.to_string()),
     };
     if stored.size != job.length {
-        return Ok(ReadResult {
-            error: Some(format!("{}: {} bytes in the snapshot, {} could be read", job.path, job.length, stored.size)),
-            ..Default::default()
-        });
+        return Ok(Err((format!("{}: {} bytes in the snapshot, {} could be read", job.path, job.length, stored.size), true)));
     }
     let checksum = if job.checksum {
         match rt.block_on(hdfs.checksum(&job.path)) {
@@ -176,7 +211,14 @@ fn read_one(session: &Session<'_>, hdfs: &WebHdfs, rt: &Handle, job: &Job) -> st
     } else {
         None
     };
-    Ok(ReadResult { content: stored.content, size: stored.size, checksum, error: None })
+    Ok(Ok(ReadResult { content: stored.content, size: stored.size, checksum, error: None }))
+}
+
+/// The transfer address (`host:port`, what `excludedatanodes` takes) of
+/// the DataNode whose HTTP address is `http`.
+pub(super) async fn xfer_address(hdfs: &WebHdfs, http: &str) -> Option<String> {
+    let nodes = hdfs.datanodes().await.ok()?;
+    nodes.into_iter().find(|d| d.http == http).map(|d| d.name)
 }
 
 /// A response body as a blocking `Read` (the engine's threads are not the

@@ -24,6 +24,8 @@ use crate::webhdfs::{CreateOptions, WebHdfs};
 
 /// Chunks read ahead of the DataNode per file.
 const READ_AHEAD: usize = 4;
+/// Tries per file when the DataNode named for it cannot be reached.
+const WRITE_TRIES: u32 = 4;
 
 /// The index of the restore running now.
 #[derive(Default)]
@@ -73,16 +75,29 @@ async fn write_one(repo: &Arc<Repository>, hdfs: &WebHdfs, index: Arc<Index>, f:
         replication: f.replication,
         block_size: f.block_size,
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD);
-    let (r, content) = (repo.clone(), f.content.clone());
-    let reader = tokio::task::spawn_blocking(move || feed(&r, &index, &content, tx));
-    let body = reqwest::Body::wrap_stream(tokio_stream(rx));
-    let created = hdfs.create(&f.path, &opts, body).await;
-    let fed = reader.await.unwrap_or_else(|e| Err(e.to_string()));
-    let bytes = match (created, fed) {
-        (_, Err(e)) => return failed(format!("{}: reading the backup: {e}", f.path)),
-        (Err(e), _) => return failed(e.to_string()),
-        (Ok(()), Ok(n)) => n,
+    let mut exclude: Vec<String> = Vec::new();
+    let mut attempt = 0;
+    let bytes = loop {
+        attempt += 1;
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD);
+        let (r, content, ix) = (repo.clone(), f.content.clone(), index.clone());
+        let reader = tokio::task::spawn_blocking(move || feed(&r, &ix, &content, tx));
+        let body = reqwest::Body::wrap_stream(tokio_stream(rx));
+        let created = hdfs.create(&f.path, &opts, body, &exclude).await;
+        let fed = reader.await.unwrap_or_else(|e| Err(e.to_string()));
+        match (created, fed) {
+            (Ok(()), Ok(n)) => break n,
+            // A DataNode the NameNode still counts as live could not be
+            // reached: nothing was created; ask for another one.
+            (Err((e, Some(dn))), _) if attempt < WRITE_TRIES => {
+                tracing::warn!(path = %f.path, datanode = %dn, error = %e, "DataNode unreachable, trying another");
+                if let Some(x) = super::read::xfer_address(hdfs, &dn).await {
+                    exclude.push(x);
+                }
+            }
+            (Err((e, _)), _) => return failed(e.to_string()),
+            (Ok(()), Err(e)) => return failed(format!("{}: reading the backup: {e}", f.path)),
+        }
     };
     if bytes != f.size {
         return failed(format!("{}: wrote {bytes} bytes, the backup has {}", f.path, f.size));

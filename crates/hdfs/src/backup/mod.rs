@@ -101,8 +101,31 @@ pub async fn backup(config: &ClusterConfig, repo: Arc<Repository>, progress: Opt
     }
     let snapshot_secs = t.elapsed().as_secs_f64();
 
+    // Held until the snapshot and manifest are saved: prune must not take
+    // the packs the agents write before a snapshot references them. Taken
+    // and released on a blocking thread (its release touches the store).
+    let (repo2, name) = (repo.clone(), config.name.clone());
+    let locked = blocking(move || {
+        let lock = Lock::acquire(&repo2, LockKind::Backup)?;
+        let index = repo2.load_index()?;
+        let before = previous(&repo2, &name)?;
+        Ok((lock, index, before))
+    })
+    .await;
+    let (lock, index, before) = match locked {
+        Ok(x) => x,
+        Err(e) => {
+            release(&hdfs, &cuts, &tag, progress).await;
+            return Err(e);
+        }
+    };
     let run = Run { config, repo: repo.clone(), hdfs: &hdfs, agents: &agents, tag: tag.clone(), progress };
-    let result = run.capture(&topo, &cuts, started, t0, check_secs, snapshot_secs, &say).await;
+    let result = run.capture(&topo, &cuts, Arc::new(index), before, started, t0, check_secs, snapshot_secs, &say).await;
+    let _ = blocking(move || {
+        lock.release();
+        Ok(())
+    })
+    .await;
     match &result {
         Ok(_) => {
             // This snapshot is the next diff's base; older ones are not needed.
@@ -247,6 +270,8 @@ impl Run<'_> {
         &self,
         topo: &topology::Topology,
         cuts: &[(String, DateTime<Utc>)],
+        index: Arc<Index>,
+        before: Option<Before>,
         started: DateTime<Utc>,
         t0: Instant,
         check_secs: f64,
@@ -254,17 +279,6 @@ impl Run<'_> {
         say: &(dyn Fn(&str) + Sync),
     ) -> Result<Outcome> {
         let config = self.config;
-        // Held until the snapshot is saved: prune must not take the packs
-        // the agents write before a snapshot references them.
-        let (repo, name) = (self.repo.clone(), config.name.clone());
-        let (lock, index, before) = blocking(move || {
-            let lock = Lock::acquire(&repo, LockKind::Backup)?;
-            let index = repo.load_index()?;
-            let before = previous(&repo, &name)?;
-            Ok((lock, index, before))
-        })
-        .await?;
-        let index = Arc::new(index);
 
         say(&format!("opening backup sessions on {} agents", self.agents.len()));
         let req = SessionRequest { tag: self.tag.clone() };
@@ -477,9 +491,8 @@ impl Run<'_> {
                 detail: serde_json::to_value(detail).expect("detail serialises"),
                 program_version: env!("CARGO_PKG_VERSION").into(),
             };
-            let id = manifest::save(&repo, &m)?;
             // The snapshot and manifest are stored before the lock goes.
-            lock.release();
+            let id = manifest::save(&repo, &m)?;
             Ok((id, m))
         })
         .await?;
