@@ -19,7 +19,6 @@ mod write;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -64,7 +63,7 @@ impl Agent {
     /// Reads the secrets, opens the repository and binds the listener.
     pub async fn start(config: AgentConfig) -> Result<Agent> {
         let token = config.token()?;
-        let password = read_secret(&config.password_file)?;
+        let password = tidemark_cluster::auth::read_secret(&config.password_file)?;
         let location = config.location();
         let opts = OpenOptions {
             limit_upload: config.limits.upload_kib_per_sec.map(|k| k * 1024),
@@ -113,16 +112,6 @@ impl Agent {
         self.shared.sessions.abort_all();
         result
     }
-}
-
-/// First line of a secret file.
-fn read_secret(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| HdfsError::io(path, e))?;
-    let line = text.lines().next().unwrap_or("").to_string();
-    if line.is_empty() {
-        return Err(HdfsError::Invalid(format!("password file {} is empty", path.display())));
-    }
-    Ok(line)
 }
 
 /// The API's view of an error: bad input is the caller's (400), the rest ours.

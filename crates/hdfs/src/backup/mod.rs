@@ -42,8 +42,9 @@ use crate::webhdfs::WebHdfs;
 use diff::Changes;
 use walk::{abs, DirWork, Exclude, Previous, Todo, Walk};
 
-/// Every snapshot tidemark takes starts so; others are never touched.
-pub const SNAPSHOT_PREFIX: &str = "tidemark-";
+/// Every snapshot tidemark takes starts so (it is the backup's tag);
+/// others are never touched.
+pub use tidemark_cluster::tag::{new_tag, TAG_PREFIX as SNAPSHOT_PREFIX};
 /// Tag of the repository snapshots of HDFS backups.
 pub const STORE_TAG: &str = "hdfs";
 /// Directories this deep below a root get their quotas recorded.
@@ -52,12 +53,7 @@ const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Host name of the repository snapshots: `hdfs/<cluster>/namespace`.
 pub fn hostname(cluster: &str) -> String {
-    format!("{STORE_TAG}/{cluster}/{NAMESPACE}")
-}
-
-/// The tag of a backup: `tidemark-<UTC yyyymmddThhmmssZ>-<6 hex>`.
-pub fn new_tag(now: DateTime<Utc>) -> String {
-    format!("{SNAPSHOT_PREFIX}{}-{}", now.format("%Y%m%dT%H%M%SZ"), &Id::random().to_hex()[..6])
+    tidemark_cluster::tag::hostname(crate::STORE, cluster, NAMESPACE)
 }
 
 /// A committed backup.

@@ -8,7 +8,8 @@ use tidemark_cassandra::config::ClusterConfig;
 use tidemark_repo::Repository;
 
 use super::list::BackupRow;
-use crate::ctx::{print_json, read_password, runtime, Global};
+use super::config::AnyConfig;
+use crate::ctx::{print_json, runtime, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,11 +22,12 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    if has_section(&a.config, "hdfs")? {
-        return run_hdfs(g, a);
-    }
-    let config = ClusterConfig::load(&a.config)?;
-    let repo = Arc::new(open_repository(&config)?);
+    let any = AnyConfig::load(&a.config)?;
+    let repo = Arc::new(any.open_repository()?);
+    let config = match any {
+        AnyConfig::Cassandra(c) => c,
+        AnyConfig::Hdfs(c) => return run_hdfs(g, a, &c, repo),
+    };
     let progress = g.progress();
     let result = runtime().block_on(tidemark_cassandra::backup::backup(
         &config,
@@ -42,11 +44,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     Ok(0)
 }
 
-fn run_hdfs(g: &Global, a: Args) -> Result<i32> {
-    let config = tidemark_hdfs::config::ClusterConfig::load(&a.config)?;
-    let repo = Arc::new(open_at(&config.repository, &config.password_file)?);
+fn run_hdfs(g: &Global, a: Args, config: &tidemark_hdfs::config::ClusterConfig, repo: Arc<Repository>) -> Result<i32> {
     let progress = g.progress();
-    let result = runtime().block_on(tidemark_hdfs::backup::backup(&config, repo, Some(progress.as_ref())));
+    let result = runtime().block_on(tidemark_hdfs::backup::backup(config, repo, Some(progress.as_ref())));
     progress.finish();
     let out = result.map_err(unwrap_hdfs)?;
     if a.json {
@@ -74,24 +74,15 @@ pub fn unwrap_hdfs(e: tidemark_hdfs::HdfsError) -> anyhow::Error {
     }
 }
 
-/// Whether a coordinator or agent file has the top-level table `name`
-/// (`[cassandra]`, `[hdfs]`): it picks the adapter.
+/// Whether an agent file has the top-level table `name` (`[hdfs]`): it
+/// picks the adapter of `tidemark agent`.
 pub fn has_section(path: &Path, name: &str) -> Result<bool> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let table: toml::Table = toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
     Ok(table.get(name).is_some_and(|v| v.is_table()))
 }
 
-/// The repository a cluster file names, opened with its passphrase file.
-/// A wrong passphrase stays a `RepoError::WrongPassword` (exit 12).
+/// The repository a Cassandra cluster file names (see `AnyConfig`).
 pub fn open_repository(config: &ClusterConfig) -> Result<Repository> {
-    open_at(&config.repository, &config.password_file)
-}
-
-pub fn open_at(repository: &str, password_file: &Path) -> Result<Repository> {
-    let password = read_password(Some(&password_file.to_path_buf()), "TIDEMARK_PASSWORD")?;
-    let loc: tidemark_store::Location = repository.parse()?;
-    let opts = tidemark_store::OpenOptions::default();
-    tidemark_repo::repo::open_location(&loc, &opts, runtime().handle().clone(), password.as_bytes())
-        .with_context(|| format!("opening the repository {repository}"))
+    AnyConfig::Cassandra(config.clone()).open_repository()
 }

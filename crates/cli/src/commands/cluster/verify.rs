@@ -26,8 +26,8 @@ pub struct Args {
 }
 
 pub fn run(_g: &Global, a: Args) -> Result<i32> {
-    if super::backup::has_section(&a.config, "hdfs")? {
-        return run_hdfs(a);
+    if let super::config::AnyConfig::Hdfs(c) = super::config::AnyConfig::load(&a.config)? {
+        return run_hdfs(a, c);
     }
     let config = ClusterConfig::load(&a.config)?;
     let repo = open_repository(&config)?;
@@ -68,9 +68,8 @@ pub fn run(_g: &Global, a: Args) -> Result<i32> {
     Ok(code)
 }
 
-fn run_hdfs(a: Args) -> Result<i32> {
-    let config = tidemark_hdfs::config::ClusterConfig::load(&a.config)?;
-    let repo = super::backup::open_at(&config.repository, &config.password_file)?;
+fn run_hdfs(a: Args, config: tidemark_hdfs::config::ClusterConfig) -> Result<i32> {
+    let repo = super::config::AnyConfig::Hdfs(config.clone()).open_repository()?;
     let (id, m) = manifest::find(&repo, Some(&config.name), &a.backup)?;
     let report = tidemark_hdfs::verify::verify(&repo, &id, &m, a.read_data).map_err(super::backup::unwrap_hdfs)?;
     let code = if report.is_clean() { 0 } else { EXIT_INCOMPLETE };
