@@ -221,6 +221,8 @@ fn backup_damage_restore_incremental_and_another_cluster() {
     let second = ok(&["cluster", "backup", "--config", c, "--json"]);
     assert_eq!(second["bytes_read"].as_u64(), Some(changed), "only the changed bytes are read: {second}");
     let after_incremental = rt.block_on(model(&h, root));
+    let total_now: u64 = after_incremental.values().filter_map(|e| e.data.as_ref()).map(|d| d.len() as u64).sum();
+    assert_eq!(second["total_bytes"].as_u64(), Some(total_now), "the renamed tree, reused unread, still counts");
     let listing = ok(&["cluster", "list", "--config", c, "--json"]);
     assert_eq!(listing.as_array().unwrap().len(), 2);
 

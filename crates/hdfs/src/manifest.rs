@@ -31,6 +31,10 @@ pub mod attr {
     pub const XATTR: &str = "hdfs.xattr.";
     /// `<algorithm>:<hex bytes>` as GETFILECHECKSUM gave it.
     pub const CHECKSUM: &str = "hdfs.checksum";
+    /// Directories: files and bytes in the whole subtree, so that a
+    /// subtree reused as it is counts without being read.
+    pub const TREE_FILES: &str = "hdfs.tree_files";
+    pub const TREE_BYTES: &str = "hdfs.tree_bytes";
     /// Directory quotas (-1: none).
     pub const NS_QUOTA: &str = "hdfs.quota";
     pub const SPACE_QUOTA: &str = "hdfs.space_quota";

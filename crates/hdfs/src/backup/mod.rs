@@ -383,28 +383,31 @@ impl Run<'_> {
             root_cuts.push(cut);
         }
         let unread = unreadable.len() as u64;
-        let (tree, coord_stats) = blocking(move || {
+        let (tree, coord_stats, all_totals) = blocking(move || {
             let session = Session::new(&repo, &index);
             let save = |t: Tree| session.save_tree(t);
             let mut top: Vec<(String, Node)> = Vec::new();
+            let mut all = (0u64, 0u64);
             for (dirs, (root, st)) in walked_dirs.into_iter().zip(root_nodes) {
                 let dirs = drop_unreadable(dirs);
-                let id = walk::store_trees(dirs, &save)?;
+                let (id, totals) = walk::store_trees(dirs, &save)?;
                 let mut n = walk::node_from(root.rsplit('/').next().unwrap_or(""), &st);
                 n.subtree = Some(id);
+                walk::set_tree_totals(&mut n, totals);
+                all = (all.0 + totals.0, all.1 + totals.1);
                 top.push((root, n));
             }
             let id = nest(top, &ancestors, &save)?;
             let stats = session.finish()?;
-            Ok((id, stats))
+            Ok((id, stats, all))
         })
         .await?;
 
         let mut summary = BackupSummary {
             files_new: files_read,
             files_unmodified: counts.files_reused,
-            total_files: counts.total_files - unread.min(counts.total_files),
-            total_bytes: counts.total_bytes,
+            total_files: all_totals.0,
+            total_bytes: all_totals.1,
             errors: unread,
             duration_secs: t0.elapsed().as_secs_f64(),
             ..Default::default()

@@ -372,6 +372,11 @@ impl Walk<'_> {
                     match prev_node.as_ref().and_then(|p| p.subtree) {
                         Some(id) if !dirty && prev_node.as_ref().is_some_and(|p| p.kind == NodeKind::Dir) => {
                             node.subtree = Some(id);
+                            for k in [attr::TREE_FILES, attr::TREE_BYTES] {
+                                if let Some(v) = prev_node.as_ref().and_then(|p| p.extra.get(k)) {
+                                    node.extra.insert(k.into(), v.clone());
+                                }
+                            }
                             Todo::Done
                         }
                         _ => {
@@ -420,22 +425,43 @@ impl Walk<'_> {
     }
 }
 
+/// Files and bytes below a directory node (recorded in its `extra`).
+pub fn tree_totals(n: &Node) -> (u64, u64) {
+    let get = |k: &str| n.extra.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (get(attr::TREE_FILES), get(attr::TREE_BYTES))
+}
+
+pub fn set_tree_totals(n: &mut Node, (files, bytes): (u64, u64)) {
+    n.extra.insert(attr::TREE_FILES.into(), files.to_string());
+    n.extra.insert(attr::TREE_BYTES.into(), bytes.to_string());
+}
+
 /// Writes the trees of the listed directories, children first; returns the
-/// root's tree id. `dirs[i]`'s entries must all be `Done` or `Dir`.
-pub fn store_trees(dirs: Vec<DirWork>, save: &dyn Fn(Tree) -> tidemark_repo::Result<Id>) -> tidemark_repo::Result<Id> {
-    let mut ids: Vec<Option<Id>> = vec![None; dirs.len()];
+/// root's tree id and the files and bytes below it. `dirs[i]`'s entries
+/// must all be `Done` or `Dir`.
+pub fn store_trees(dirs: Vec<DirWork>, save: &dyn Fn(Tree) -> tidemark_repo::Result<Id>) -> tidemark_repo::Result<(Id, (u64, u64))> {
+    let mut ids: Vec<Option<(Id, (u64, u64))>> = vec![None; dirs.len()];
     let mut dirs = dirs;
     // Every directory comes after its parent: backwards, children first.
     for i in (0..dirs.len()).rev() {
         let entries = std::mem::take(&mut dirs[i].entries);
         let mut nodes = Vec::with_capacity(entries.len());
+        let mut totals = (0u64, 0u64);
         for mut e in entries {
             if let Todo::Dir(j) = e.todo {
-                e.node.subtree = ids[j].take();
+                let (id, t) = ids[j].take().expect("children are stored first");
+                e.node.subtree = Some(id);
+                set_tree_totals(&mut e.node, t);
             }
+            let (f, b) = match e.node.kind {
+                NodeKind::File => (1, e.node.size),
+                NodeKind::Dir => tree_totals(&e.node),
+                _ => (0, 0),
+            };
+            totals = (totals.0 + f, totals.1 + b);
             nodes.push(e.node);
         }
-        ids[i] = Some(save(Tree { nodes })?);
+        ids[i] = Some((save(Tree { nodes })?, totals));
     }
     Ok(ids[0].expect("the root is stored"))
 }
@@ -494,7 +520,7 @@ mod tests {
             DirWork { rel: "d".into(), entries: vec![Entry { node: f, todo: Todo::Done }] },
         ];
         let saved = Mutex::new(Vec::new());
-        let root = store_trees(dirs, &|t| {
+        let (root, totals) = store_trees(dirs, &|t| {
             let mut s = saved.lock().unwrap();
             s.push(t);
             Ok(Id([s.len() as u8; 32]))
@@ -503,6 +529,7 @@ mod tests {
         let saved = saved.into_inner().unwrap();
         assert_eq!(saved[0].nodes[0].name, "f");
         assert_eq!(saved[1].nodes[0].subtree, Some(Id([1; 32])));
-        assert_eq!(root, Id([2; 32]));
+        assert_eq!(tree_totals(&saved[1].nodes[0]), (1, 3));
+        assert_eq!((root, totals), (Id([2; 32]), (1, 3)));
     }
 }
