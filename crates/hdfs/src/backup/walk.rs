@@ -365,6 +365,8 @@ impl Walk<'_> {
                         }
                         Todo::Done
                     }
+                    // Nothing to read: no agent round trip for an empty file.
+                    _ if s.length == 0 => Todo::Done,
                     _ => Todo::Read { length: s.length },
                 },
                 EntryKind::Directory => {
