@@ -31,6 +31,9 @@ use crate::error::{HdfsError, Result};
 use crate::manifest::attr;
 use crate::webhdfs::{EntryKind, FileStatus, WebHdfs};
 
+/// ACL and xattr calls in flight per listed directory.
+const ATTR_CALLS: usize = 16;
+
 /// Paths left out of every backup (globs over absolute paths).
 #[derive(Debug, Clone)]
 pub struct Exclude(GlobSet);
@@ -333,6 +336,10 @@ impl Walk<'_> {
         let depth = rel.split('/').filter(|c| !c.is_empty()).count();
         let mut entries = Vec::with_capacity(listing.len());
         let mut subdirs = Vec::new();
+        // Entries whose ACL and xattrs must be asked for (by entry index),
+        // and the status each came from.
+        let mut fetch: Vec<usize> = Vec::new();
+        let mut statuses: Vec<&FileStatus> = Vec::with_capacity(listing.len());
         for s in &listing {
             let name = s.path_suffix.as_str();
             let child = join(rel, name);
@@ -354,7 +361,7 @@ impl Walk<'_> {
             let same_inode = prev_node.as_ref().is_some_and(|p| p.extra.get(attr::FILE_ID) == node.extra.get(attr::FILE_ID));
             match (&prev_node, touched || !same_inode) {
                 (Some(p), false) => carry_attrs(p, &mut node),
-                _ => self.fetch_attrs(&abs(&self.snap_root, &child), s, &mut node, depth + 1).await?,
+                _ => fetch.push(entries.len()),
             }
             let todo = match s.kind {
                 EntryKind::File => match &prev_node {
@@ -390,6 +397,26 @@ impl Walk<'_> {
                 EntryKind::Symlink => Todo::Done,
             };
             entries.push(Entry { node, todo });
+            statuses.push(s);
+        }
+        // One call or two per entry: several at once, so a directory of
+        // many files does not wait on them one by one.
+        let fetched: Vec<(usize, Result<Node>)> = futures_util::stream::iter(fetch)
+            .map(|i| {
+                let mut node = entries[i].node.clone();
+                let path = abs(&self.snap_root, &join(rel, &node.name));
+                let st = statuses[i];
+                async move {
+                    let r = self.fetch_attrs(&path, st, &mut node, depth + 1).await;
+                    (i, r.map(|()| node))
+                }
+            })
+            .buffer_unordered(ATTR_CALLS)
+            .collect()
+            .await;
+        for (i, node) in fetched {
+            let node = node?;
+            entries[i].node.extra = node.extra;
         }
         Ok((entries, subdirs))
     }
