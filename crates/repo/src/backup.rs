@@ -653,24 +653,7 @@ impl<'a> Archiver<'a> {
     /// segment's end: it is carried into the next segment unless the file
     /// ended.
     fn cut(&self, data: &[u8], eof: bool) -> Cuts {
-        let cp = &self.repo.config.chunker;
-        let all: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
-            data,
-            cp.min_size as usize,
-            cp.avg_size as usize,
-            cp.max_size as usize,
-            Normalization::Level1,
-            self.seed,
-        )
-        .map(|c| (c.offset, c.length))
-        .collect();
-        let keep = if eof {
-            all.len()
-        } else {
-            all.len().saturating_sub(1)
-        };
-        let done = all.get(keep).map(|c| c.0).unwrap_or(data.len());
-        Cuts { all, keep, done }
+        cut(&self.repo.config.chunker, self.seed, data, eof)
     }
 
     fn account(&self, bytes: usize) {
@@ -711,16 +694,35 @@ impl<'a> Archiver<'a> {
 
 /// A segment's chunks: `all[..keep]` are stored now, and the bytes from
 /// `done` on go to the next segment.
-struct Cuts {
+pub(crate) struct Cuts {
     all: Vec<(usize, usize)>,
     keep: usize,
-    done: usize,
+    pub done: usize,
 }
 
 impl Cuts {
-    fn stored(&self) -> &[(usize, usize)] {
+    pub fn stored(&self) -> &[(usize, usize)] {
         &self.all[..self.keep]
     }
+}
+
+/// Chunk boundaries (offset, length) in a segment, seeded FastCDC. The last
+/// chunk may be cut short by the segment's end: it is carried into the next
+/// segment unless the source ended (`eof`).
+pub(crate) fn cut(cp: &crate::config::ChunkerParams, seed: u64, data: &[u8], eof: bool) -> Cuts {
+    let all: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
+        data,
+        cp.min_size as usize,
+        cp.avg_size as usize,
+        cp.max_size as usize,
+        Normalization::Level1,
+        seed,
+    )
+    .map(|c| (c.offset, c.length))
+    .collect();
+    let keep = if eof { all.len() } else { all.len().saturating_sub(1) };
+    let done = all.get(keep).map(|c| c.0).unwrap_or(data.len());
+    Cuts { all, keep, done }
 }
 
 /// A size in MiB from the environment, else `default` (bytes): for

@@ -21,7 +21,6 @@
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fastcdc::v2020::{FastCDC, Normalization};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{BlobType, CompressProbe};
@@ -132,19 +131,8 @@ impl<'r> Session<'r> {
         if data.is_empty() {
             return Ok(0);
         }
-        let cp = &self.repo.config.chunker;
-        let cuts: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
-            data,
-            cp.min_size as usize,
-            cp.avg_size as usize,
-            cp.max_size as usize,
-            Normalization::Level1,
-            self.seed,
-        )
-        .map(|c| (c.offset, c.length))
-        .collect();
-        let keep = if eof { cuts.len() } else { cuts.len().saturating_sub(1) };
-        for &(o, l) in &cuts[..keep] {
+        let cuts = crate::backup::cut(&self.repo.config.chunker, self.seed, data, eof);
+        for &(o, l) in cuts.stored() {
             let chunk = &data[o..o + l];
             let id = self.repo.key().blob_id(chunk);
             if self.packer.claim(BlobType::Data, &id) {
@@ -152,7 +140,7 @@ impl<'r> Session<'r> {
             }
             out.push(id);
         }
-        Ok(cuts.get(keep).map_or(data.len(), |c| c.0))
+        Ok(cuts.done)
     }
 
     /// Stores a directory listing (sorted here); returns its id.

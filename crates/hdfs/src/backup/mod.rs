@@ -292,8 +292,6 @@ impl Run<'_> {
         for (root, at) in cuts {
             say(&format!("walking {root}"));
             let (dirs, cut, st) = self.walk_root(root, *at, before.as_ref(), &index, &exclude).await?;
-            counts.total_files += st.total_files;
-            counts.total_bytes += st.total_bytes;
             counts.files_reused += st.files_reused;
             walked.push((dirs, cut));
         }

@@ -92,8 +92,6 @@ pub struct WalkStats {
     pub files_reused: u64,
     pub files_to_read: u64,
     pub bytes_to_read: u64,
-    pub total_files: u64,
-    pub total_bytes: u64,
 }
 
 /// The previous backup's trees, looked up by path (loaded on demand, cached).
@@ -310,10 +308,6 @@ impl Walk<'_> {
                     (Todo::Done, NodeKind::File) => stats.files_reused += 1,
                     (Todo::Done, NodeKind::Dir) => stats.dirs_reused += 1,
                     _ => {}
-                }
-                if e.node.kind == NodeKind::File {
-                    stats.total_files += 1;
-                    stats.total_bytes += e.node.size;
                 }
             }
             dirs[i].entries = entries;
