@@ -79,6 +79,35 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Node {
+    /// A node with only a name and a kind; every other field zero or empty
+    /// (adapters that build trees from a store's own metadata fill the rest).
+    pub fn new(name: &str, kind: NodeKind) -> Node {
+        Node {
+            name: name.to_string(),
+            name_bytes: None,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            mtime_ns: 0,
+            atime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+            rdev: 0,
+            size: 0,
+            content: Vec::new(),
+            sparse: false,
+            subtree: None,
+            target: None,
+            target_bytes: None,
+            extra: Default::default(),
+        }
+    }
+
     pub fn name_os(&self) -> std::ffi::OsString {
         use std::os::unix::ffi::OsStringExt;
         match &self.name_bytes {

@@ -196,30 +196,7 @@ pub fn node_from(name: &str, s: &FileStatus) -> Node {
 }
 
 pub fn empty_node(name: &str) -> Node {
-    Node {
-        name: name.to_string(),
-        name_bytes: None,
-        kind: NodeKind::File,
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
-        mtime_ns: 0,
-        atime_ns: 0,
-        ctime_ns: 0,
-        inode: 0,
-        device: 0,
-        links: 1,
-        rdev: 0,
-        size: 0,
-        content: Vec::new(),
-        sparse: false,
-        subtree: None,
-        target: None,
-        target_bytes: None,
-        extra: Default::default(),
-    }
+    Node::new(name, NodeKind::File)
 }
 
 /// Whether a previous node is the same file, unchanged: the inode id,
