@@ -4,7 +4,9 @@
 //! attribute for attribute; an incremental backup after 1% of the files
 //! changed and a 1,000-file directory was renamed reads only the changed
 //! bytes; the whole backup restored onto a second HDFS with 2 DataNodes;
-//! bad input refused with the cause named and nothing listed.
+//! bad input refused with the cause named and nothing listed; a DataNode or
+//! an agent killed mid-backup; entries the backup user may not read, and
+//! safe mode, on a cluster that checks permissions.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -264,7 +266,7 @@ fn backup_damage_restore_incremental_and_another_cluster() {
     let shared = HDFS.get();
     let other = testbed::hdfs::start(
         &shared.root,
-        &testbed::UpOptions { name: Some("other".into()), nodes: Some(2), with_agents: true, tidemark_bin: Some(env!("CARGO_BIN_EXE_tidemark").into()) },
+        &testbed::UpOptions { name: Some("other".into()), nodes: Some(2), with_agents: true, tidemark_bin: Some(env!("CARGO_BIN_EXE_tidemark").into()), ..Default::default() },
     )
     .unwrap();
     let other_config = config_for(&other, "other", root, dir.path());
@@ -383,7 +385,7 @@ fn datanode_or_agent_killed_mid_backup() {
     // A cluster of its own: this test kills its processes.
     let info = testbed::hdfs::start(
         &shared.root,
-        &testbed::UpOptions { name: Some("faults".into()), nodes: Some(3), with_agents: true, tidemark_bin: Some(bin) },
+        &testbed::UpOptions { name: Some("faults".into()), nodes: Some(3), with_agents: true, tidemark_bin: Some(bin), ..Default::default() },
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -443,4 +445,102 @@ fn datanode_or_agent_killed_mid_backup() {
         assert!(back[name].data.as_deref() == Some(&d[..]), "{name} differs");
     }
     shared.root.stop_cluster("faults").unwrap();
+}
+
+/// On a cluster that checks permissions, tidemark acting as a user that is
+/// not the superuser: a file it may not read and a directory it may not
+/// list are named, the backup exits 3 and stores the rest (verified and
+/// restored byte for byte); the next backup cannot have a snapshot diff
+/// (HDFS gives one only to a user who may read the whole tree) and says
+/// so; a NameNode in safe mode is refused with the command that ends it,
+/// and nothing is listed for it.
+#[test]
+fn unreadable_entries_and_safe_mode() {
+    let _s = serial();
+    std::env::set_var("TIDEMARK_INSECURE_TEST_KDF", "1");
+    let shared = HDFS.get();
+    let info = testbed::hdfs::start(
+        &shared.root,
+        &testbed::UpOptions {
+            name: Some("perms".into()),
+            nodes: Some(1),
+            with_agents: true,
+            tidemark_bin: Some(env!("CARGO_BIN_EXE_tidemark").into()),
+            permissions: true,
+            tidemark_user: Some("backup".into()),
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    // The superuser prepares what an admin would: a root the backup user
+    // owns and may snapshot, a target for the restore.
+    let su = client(&info);
+    let config = config_for(&info, "perms", "/p", dir.path());
+    let c = config.to_str().unwrap().to_string();
+    let readable: Vec<(&str, Vec<u8>)> = vec![("a.txt", b"plain text".to_vec()), ("sub/b.bin", noise(77, 300_000)), ("sub/c", Vec::new())];
+    rt.block_on(async {
+        for d in ["/p", "/p/sub", "/p/private", "/back"] {
+            su.mkdirs(d, 0o755).await.unwrap();
+        }
+        for (p, d) in &readable {
+            put(&su, &format!("/p/{p}"), d.clone(), Some(1), None).await;
+        }
+        put(&su, "/p/secret.key", b"not for backup".to_vec(), Some(1), None).await;
+        put(&su, "/p/private/x", b"x".to_vec(), Some(1), None).await;
+        su.set_owner("/p/secret.key", "alice", "alice").await.unwrap();
+        su.set_permission("/p/secret.key", 0o600).await.unwrap();
+        su.set_owner("/p/private", "alice", "alice").await.unwrap();
+        su.set_permission("/p/private", 0o700).await.unwrap();
+        for d in ["/p", "/back"] {
+            su.set_owner(d, "backup", "backup").await.unwrap();
+        }
+        su.allow_snapshot("/p").await.unwrap();
+    });
+
+    let r = tidemark(&["cluster", "backup", "--config", &c, "--json"]);
+    assert_eq!(r.code, 3, "incomplete backup exits 3:\n{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("/p/secret.key"), "the unreadable file is named: {}", r.stderr);
+    assert!(r.stderr.contains("/p/private"), "the unlistable directory is named: {}", r.stderr);
+    assert!(!r.stderr.contains("/p/sub/b.bin"), "{}", r.stderr);
+    let l = ok(&["cluster", "list", "--config", &c, "--json"]);
+    assert_eq!(l.as_array().unwrap().len(), 1, "the incomplete backup is listed: {l}");
+    let v = tidemark(&["cluster", "verify", "--config", &c, "latest", "--read-data"]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let restored = ok(&["cluster", "restore", "--config", &c, "latest", "--target-path", "/back", "--json"]);
+    assert!(restored["failed"].as_array().unwrap().is_empty(), "{restored}");
+    let back = rt.block_on(model(&su, "/back/p"));
+    let mut want: Vec<&str> = readable.iter().map(|(p, _)| *p).collect();
+    want.push("sub");
+    want.sort_unstable();
+    assert_eq!(back.keys().map(String::as_str).collect::<Vec<_>>(), want, "exactly the readable entries are restored");
+    for (p, d) in &readable {
+        assert!(back[*p].data.as_deref() == Some(&d[..]), "{p} differs");
+    }
+
+    // The next backup: no diff for this user, a full walk (unchanged files
+    // are still not read again), and the same entries named.
+    let second = tidemark(&["cluster", "backup", "--config", &c, "--json"]);
+    let r = &second;
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("snapshot diff was refused"), "the full walk's reason is given: {}", r.stderr);
+    assert!(r.stderr.contains("/p/secret.key") && r.stderr.contains("/p/private"), "{}", r.stderr);
+    let row: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(row["bytes_read"].as_u64(), Some(0), "unchanged files are not read again: {row}");
+
+    // Safe mode: refused, naming the way out; nothing more is listed.
+    let dfsadmin = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let out = testbed::hdfs::tools::shell(&info, testbed::hdfs::tools::Class::Dfsadmin, &args).unwrap().output().unwrap();
+        assert!(out.status.success(), "dfsadmin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    dfsadmin(&["-safemode", "enter"]);
+    let r = tidemark(&["cluster", "backup", "--config", &c, "--json"]);
+    dfsadmin(&["-safemode", "leave"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("safe mode") && r.stderr.contains("-safemode leave"), "{}", r.stderr);
+    let l = ok(&["cluster", "list", "--config", &c, "--json"]);
+    assert_eq!(l.as_array().unwrap().len(), 2, "nothing listed for the refused backup: {l}");
+    assert_eq!(rt.block_on(su.snapshots("/p")).unwrap().len(), 1, "only the newest backup's snapshot is kept: {}", second.stderr);
+    shared.root.stop_cluster("perms").unwrap();
 }

@@ -32,6 +32,7 @@ fn start(name: &str, nodes: usize) -> Result<Shared> {
         nodes: Some(nodes),
         with_agents: true,
         tidemark_bin: Some(env!("CARGO_BIN_EXE_tidemark").into()),
+        ..Default::default()
     };
     fixture::start_or_reuse(Kind::Cassandra, NO_REUSE, &opts)
 }

@@ -146,6 +146,7 @@ impl SharedCell {
                 nodes: self.nodes,
                 with_agents: self.with_agents,
                 tidemark_bin: self.tidemark_bin.map(PathBuf::from),
+                ..Default::default()
             };
             start_or_reuse(self.kind, self.env_var, &opts).map_err(|e| format!("{e:#}"))
         });

@@ -76,6 +76,12 @@ pub struct UpOptions {
     /// The `tidemark` binary for the agents; `None`: `$TIDEMARK_BIN`, else a
     /// `tidemark` next to the running executable.
     pub tidemark_bin: Option<PathBuf>,
+    /// HDFS: check permissions (`dfs.permissions.enabled`); off by default so
+    /// tests can act as any user.
+    pub permissions: bool,
+    /// HDFS with agents: the user tidemark acts as; `None`: the one running
+    /// the NameNode, which HDFS makes its superuser.
+    pub tidemark_user: Option<String>,
 }
 
 impl UpOptions {

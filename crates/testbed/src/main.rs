@@ -36,6 +36,14 @@ enum Cmd {
         /// `tidemark` next to this executable]
         #[arg(long, requires = "with_agents")]
         tidemark_bin: Option<PathBuf>,
+        /// HDFS: enforce permissions (off by default, so tests can act as
+        /// any user)
+        #[arg(long)]
+        permissions: bool,
+        /// HDFS with agents: the user tidemark acts as [default: the one
+        /// running the NameNode, the HDFS superuser]
+        #[arg(long, requires = "with_agents")]
+        tidemark_user: Option<String>,
     },
     /// Stop everything started under the root (or one cluster with --name)
     Down {
@@ -137,6 +145,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             with_agents,
             tidemark_bin,
+            permissions,
+            tidemark_user,
         } => {
             if with_agents && !matches!(kind, Kind::Cassandra | Kind::Hdfs) {
                 anyhow::bail!("--with-agents applies to cassandra and hdfs, not {kind}");
@@ -146,6 +156,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 nodes,
                 with_agents,
                 tidemark_bin,
+                permissions,
+                tidemark_user,
             };
             let info = kind::up(kind, &root, &opts)?;
             println!("{}", serde_json::to_string_pretty(&info)?);

@@ -667,6 +667,7 @@ impl Second {
             nodes: Some(nodes),
             with_agents: true,
             tidemark_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_tidemark"))),
+            ..Default::default()
         };
         let json = testbed::kind::up(Kind::Cassandra, &shared.root, &opts)
             .unwrap_or_else(|e| panic!("starting cluster {name}: {e:#}"));

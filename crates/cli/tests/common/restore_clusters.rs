@@ -29,6 +29,7 @@ fn options(name: &str, nodes: usize) -> UpOptions {
         nodes: Some(nodes),
         with_agents: true,
         tidemark_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_tidemark"))),
+        ..Default::default()
     }
 }
 

@@ -289,11 +289,17 @@ impl Run<'_> {
         let t = Instant::now();
         let mut walked: Vec<(Vec<DirWork>, RootCut)> = Vec::new();
         let mut counts = walk::WalkStats::default();
+        let mut unreadable = Vec::new();
         for (root, at) in cuts {
             say(&format!("walking {root}"));
-            let (dirs, cut, st) = self.walk_root(root, *at, before.as_ref(), &index, &exclude).await?;
-            counts.files_reused += st.files_reused;
-            walked.push((dirs, cut));
+            let (w, cut) = self.walk_root(root, *at, before.as_ref(), &index, &exclude).await?;
+            counts.files_reused += w.stats.files_reused;
+            for (rel, why) in w.unlisted {
+                let path = abs(root, &rel);
+                warn(self.progress, &format!("{path}: directory not backed up: {why}"));
+                unreadable.push((path, why));
+            }
+            walked.push((w.dirs, cut));
         }
         let walk_secs = t.elapsed().as_secs_f64();
 
@@ -319,7 +325,6 @@ impl Run<'_> {
         let t = Instant::now();
         let (results, shares) =
             read::read_all(self.hdfs, self.agents, jobs, &config.backup, &self.tag, config.hdfs.checksums).await?;
-        let mut unreadable = Vec::new();
         let mut files_read = 0u64;
         for (slot, r) in results {
             let (ri, d, e) = slots[slot];
@@ -507,7 +512,7 @@ impl Run<'_> {
         before: Option<&Before>,
         index: &Arc<Index>,
         exclude: &Exclude,
-    ) -> Result<(Vec<DirWork>, RootCut, walk::WalkStats)> {
+    ) -> Result<(walk::Walked, RootCut)> {
         let prev_cut = before.and_then(|b| b.detail.roots.iter().find(|c| c.path == root));
         let prev_tree = match before {
             Some(b) => {
@@ -530,7 +535,18 @@ impl Run<'_> {
             (Some(c), Some(_)) => {
                 let present = self.hdfs.snapshots(root).await?;
                 if present.contains(&c.snapshot) {
-                    changes = Some(Changes::load(self.hdfs, root, &c.snapshot, &self.tag).await?);
+                    match Changes::load(self.hdfs, root, &c.snapshot, &self.tag).await {
+                        Ok(ch) => changes = Some(ch),
+                        // HDFS gives a diff only to a user who may read the
+                        // whole tree below the root.
+                        Err(e) if e.is_permission() => {
+                            full_reason = Some(format!(
+                                "the snapshot diff was refused ({e}): user {} may not read everything below {root}",
+                                self.hdfs.user()
+                            ))
+                        }
+                        Err(e) => return Err(e),
+                    }
                 } else {
                     full_reason = Some(format!(
                         "snapshot {} of the previous backup is gone from {root} (deleted by someone); \
@@ -556,7 +572,8 @@ impl Run<'_> {
             listers: self.config.backup.listers,
             quota_depth: QUOTA_DEPTH,
         };
-        let (dirs, st) = w.run().await?;
+        let walked = w.run().await?;
+        let st = walked.stats;
         let cut = RootCut {
             path: root.to_string(),
             snapshot: self.tag.clone(),
@@ -567,7 +584,7 @@ impl Run<'_> {
             dirs_listed: st.dirs_listed,
             dirs_reused: st.dirs_reused,
         };
-        Ok((dirs, cut, st))
+        Ok((walked, cut))
     }
 }
 

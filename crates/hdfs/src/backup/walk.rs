@@ -83,6 +83,8 @@ pub struct DirWork {
     /// Path relative to the root ("" for the root itself).
     pub rel: String,
     pub entries: Vec<Entry>,
+    /// The backup user may not list it: left out of the tree, and named.
+    pub unlisted: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -92,6 +94,16 @@ pub struct WalkStats {
     pub files_reused: u64,
     pub files_to_read: u64,
     pub bytes_to_read: u64,
+}
+
+/// What a walk found: the listed directories (the root first, every
+/// directory after its parent), the counts, and the directories the backup
+/// user may not list (relative path, reason).
+#[derive(Debug, Default)]
+pub struct Walked {
+    pub dirs: Vec<DirWork>,
+    pub stats: WalkStats,
+    pub unlisted: Vec<(String, String)>,
 }
 
 /// The previous backup's trees, looked up by path (loaded on demand, cached).
@@ -252,14 +264,16 @@ pub fn abs(root: &str, rel: &str) -> String {
 }
 
 impl Walk<'_> {
-    /// Lists what must be listed; returns the directories (the root first,
-    /// every directory after its parent) and the counts.
-    pub async fn run(&self) -> Result<(Vec<DirWork>, WalkStats)> {
+    /// Lists what must be listed. A directory below the root that the
+    /// backup user may not list is left out and named; the root itself
+    /// must be listable.
+    pub async fn run(&self) -> Result<Walked> {
         let mut dirs: Vec<DirWork> = Vec::new();
         let mut stats = WalkStats::default();
+        let mut unlisted = Vec::new();
         // (index in dirs reserved, rel path)
         let mut queue: Vec<(usize, String)> = vec![(0, String::new())];
-        dirs.push(DirWork { rel: String::new(), entries: Vec::new() });
+        dirs.push(DirWork { rel: String::new(), entries: Vec::new(), unlisted: false });
         let mut running = FuturesUnordered::new();
         loop {
             while running.len() < self.listers.max(1) {
@@ -267,12 +281,19 @@ impl Walk<'_> {
                 running.push(async move { (i, self.list_dir(&rel).await) });
             }
             let Some((i, listed)) = running.next().await else { break };
-            let (entries, subdirs) = listed?;
+            let (mut entries, subdirs) = match listed {
+                Ok(x) => x,
+                Err(e) if i != 0 && e.is_permission() => {
+                    unlisted.push((dirs[i].rel.clone(), e.to_string()));
+                    dirs[i].unlisted = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             stats.dirs_listed += 1;
-            let mut entries = entries;
             for (entry_index, rel) in subdirs {
                 let j = dirs.len();
-                dirs.push(DirWork { rel: rel.clone(), entries: Vec::new() });
+                dirs.push(DirWork { rel: rel.clone(), entries: Vec::new(), unlisted: false });
                 entries[entry_index].todo = Todo::Dir(j);
                 queue.push((j, rel));
             }
@@ -289,7 +310,7 @@ impl Walk<'_> {
             }
             dirs[i].entries = entries;
         }
-        Ok((dirs, stats))
+        Ok(Walked { dirs, stats, unlisted })
     }
 
     /// Lists one directory of the snapshot; returns its entries and the
@@ -438,18 +459,22 @@ pub fn set_tree_totals(n: &mut Node, (files, bytes): (u64, u64)) {
 
 /// Writes the trees of the listed directories, children first; returns the
 /// root's tree id and the files and bytes below it. `dirs[i]`'s entries
-/// must all be `Done` or `Dir`.
+/// must all be `Done` or `Dir`; an unlisted directory is left out of its
+/// parent.
 pub fn store_trees(dirs: Vec<DirWork>, save: &dyn Fn(Tree) -> tidemark_repo::Result<Id>) -> tidemark_repo::Result<(Id, (u64, u64))> {
     let mut ids: Vec<Option<(Id, (u64, u64))>> = vec![None; dirs.len()];
     let mut dirs = dirs;
     // Every directory comes after its parent: backwards, children first.
     for i in (0..dirs.len()).rev() {
+        if dirs[i].unlisted {
+            continue;
+        }
         let entries = std::mem::take(&mut dirs[i].entries);
         let mut nodes = Vec::with_capacity(entries.len());
         let mut totals = (0u64, 0u64);
         for mut e in entries {
             if let Todo::Dir(j) = e.todo {
-                let (id, t) = ids[j].take().expect("children are stored first");
+                let Some((id, t)) = ids[j].take() else { continue };
                 e.node.subtree = Some(id);
                 set_tree_totals(&mut e.node, t);
             }
@@ -516,8 +541,9 @@ mod tests {
         let mut d = empty_node("d");
         d.kind = NodeKind::Dir;
         let dirs = vec![
-            DirWork { rel: String::new(), entries: vec![Entry { node: d, todo: Todo::Dir(1) }] },
-            DirWork { rel: "d".into(), entries: vec![Entry { node: f, todo: Todo::Done }] },
+            DirWork { rel: String::new(), entries: vec![Entry { node: d.clone(), todo: Todo::Dir(1) }, Entry { node: d, todo: Todo::Dir(2) }], unlisted: false },
+            DirWork { rel: "d".into(), entries: vec![Entry { node: f, todo: Todo::Done }], unlisted: false },
+            DirWork { rel: "secret".into(), entries: Vec::new(), unlisted: true },
         ];
         let saved = Mutex::new(Vec::new());
         let (root, totals) = store_trees(dirs, &|t| {
@@ -528,6 +554,7 @@ mod tests {
         .unwrap();
         let saved = saved.into_inner().unwrap();
         assert_eq!(saved[0].nodes[0].name, "f");
+        assert_eq!(saved[1].nodes.len(), 1, "the unlisted directory is left out");
         assert_eq!(saved[1].nodes[0].subtree, Some(Id([1; 32])));
         assert_eq!(tree_totals(&saved[1].nodes[0]), (1, 3));
         assert_eq!((root, totals), (Id([2; 32]), (1, 3)));

@@ -7,7 +7,8 @@
 //! `<cluster>/agents/token`, `<cluster>/agents/datanode<N>.toml` (tidemark's
 //! HDFS `AgentConfig`), `<cluster>/datanode<N>/agent.log` and
 //! `<cluster>/tidemark.toml` (the coordinator's `ClusterConfig` with an
-//! `[hdfs]` table: `roots = ["/data"]`, user `hdfs`).
+//! `[hdfs]` table: `roots = ["/data"]`, the user of `--tidemark-user`, by default the
+//! NameNode's own).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -135,7 +136,7 @@ fn write_agent_config(root: &Root, info: &Info, tm: &Tidemark, n: usize) -> Resu
         pw = toml_path(&tm.password_file)?,
         agent = toml_str(&format!("datanode{n}")),
         nn = toml_str(&info.webhdfs),
-        user = toml_str(&user()),
+        user = toml_str(&info.tidemark_user),
     );
     write_atomic(&path, &text)?;
     Ok(AgentInfo { node: n, url: format!("http://{listen}"), listen, config: path, log: dn.data_dir.with_file_name("agent.log") })
@@ -161,7 +162,7 @@ fn write_cluster_config(root: &Root, info: &Info, tm: &Tidemark) -> Result<PathB
         repo = toml_path(&tm.repository)?,
         pw = toml_path(&tm.password_file)?,
         nn = toml_str(&info.webhdfs),
-        user = toml_str(&user()),
+        user = toml_str(&info.tidemark_user),
         root_dir = toml_str(ROOT),
         token = toml_path(&tm.token_file)?,
     );

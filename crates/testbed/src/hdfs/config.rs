@@ -20,8 +20,8 @@ fn common(info: &Info) -> Vec<(&'static str, String)> {
         ("hadoop.tmp.dir", info.dir.join("tmp").display().to_string()),
         ("dfs.replication", info.datanodes.len().min(3).to_string()),
         // Tests act as arbitrary users through `user.name=`; permissions would
-        // only get in their way.
-        ("dfs.permissions.enabled", "false".into()),
+        // only get in their way, except where a test asks for them.
+        ("dfs.permissions.enabled", info.permissions.to_string()),
         ("dfs.webhdfs.enabled", "true".into()),
         // Loopback addresses have no resolvable host names to check.
         (

@@ -58,6 +58,12 @@ pub struct Info {
     /// The coordinator file (`tidemark cluster ... --config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tidemark_config: Option<PathBuf>,
+    /// Whether the NameNode checks permissions (`--permissions`).
+    #[serde(default)]
+    pub permissions: bool,
+    /// The user tidemark's coordinator file and agents act as.
+    #[serde(default = "agents::user")]
+    pub tidemark_user: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +138,8 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         tidemark: None,
         agents: Vec::new(),
         tidemark_config: None,
+        permissions: opts.permissions,
+        tidemark_user: opts.tidemark_user.clone().unwrap_or_else(agents::user),
     };
     for node in 1..=nodes {
         let dn_dir = info.dir.join(format!("datanode{node}"));
