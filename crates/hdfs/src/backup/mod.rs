@@ -15,6 +15,7 @@
 //!    for the next diff. After a failure this one goes and the previous
 //!    stays.
 
+pub mod assemble;
 pub mod diff;
 pub mod read;
 pub mod walk;
@@ -36,11 +37,13 @@ use tidemark_repo::{Id, Repository};
 use crate::api::{self, AgentStatus, FinishReply, SessionRequest};
 use crate::config::ClusterConfig;
 use crate::error::{HdfsError, Result};
-use crate::manifest::{attr, AgentWork, BackupDetail, RootCut, Timings, NAMESPACE};
+use crate::manifest::{AgentWork, BackupDetail, RootCut, Timings, NAMESPACE};
 use crate::topology;
 use crate::webhdfs::WebHdfs;
+use assemble::{Assembly, ToRead};
 use diff::Changes;
-use walk::{abs, DirWork, Exclude, Previous, Todo, Walk};
+use tokio::sync::mpsc;
+use walk::{abs, Exclude, Found, Previous, Walk};
 
 /// Every snapshot tidemark takes starts so (it is the backup's tag);
 /// others are never touched.
@@ -286,66 +289,19 @@ impl Run<'_> {
         }
 
         let exclude = Exclude::new(&config.hdfs.exclude).map_err(HdfsError::Invalid)?;
-        let t = Instant::now();
-        let mut walked: Vec<(Vec<DirWork>, RootCut)> = Vec::new();
-        let mut counts = walk::WalkStats::default();
-        let mut unreadable = Vec::new();
+        // Trees are written as directories complete, all through one session.
+        let session = Session::new(&self.repo, &index);
+        let save = |t: Tree| tokio::task::block_in_place(|| session.save_tree(t));
+        let mut done = Vec::new();
+        let mut reads = Reads { shares: vec![read::Share::default(); self.agents.len()], ..Default::default() };
+        let (mut walk_secs, mut counts) = (0.0, walk::WalkStats::default());
         for (root, at) in cuts {
-            say(&format!("walking {root}"));
-            let (w, cut) = self.walk_root(root, *at, before.as_ref(), &index, &exclude).await?;
-            counts.files_reused += w.stats.files_reused;
-            for (rel, why) in w.unlisted {
-                let path = abs(root, &rel);
-                warn(self.progress, &format!("{path}: directory not backed up: {why}"));
-                unreadable.push((path, why));
-            }
-            walked.push((w.dirs, cut));
-        }
-        let walk_secs = t.elapsed().as_secs_f64();
-
-        // Every file to read, numbered by (root, dir, entry).
-        let mut slots = Vec::new();
-        let mut jobs = Vec::new();
-        for (r, (dirs, _)) in walked.iter().enumerate() {
-            let snap_root = format!("{}/.snapshot/{}", cuts[r].0.trim_end_matches('/'), self.tag);
-            for (d, dir) in dirs.iter().enumerate() {
-                for (e, entry) in dir.entries.iter().enumerate() {
-                    if let Todo::Read { length } = entry.todo {
-                        jobs.push(read::Job { slot: slots.len(), path: abs(&snap_root, &walk::join(&dir.rel, &entry.node.name)), length });
-                        slots.push((r, d, e));
-                    }
-                }
-            }
-        }
-        let bytes: u64 = jobs.iter().map(|j| j.length).sum();
-        say(&format!("reading {} files ({bytes} bytes) through {} agents", jobs.len(), self.agents.len()));
-        if let Some(p) = self.progress {
-            p.set_total(jobs.len() as u64, bytes);
-        }
-        let t = Instant::now();
-        let (results, shares) =
-            read::read_all(self.hdfs, self.agents, jobs, &config.backup, &self.tag, config.hdfs.checksums).await?;
-        let mut files_read = 0u64;
-        for (slot, r) in results {
-            let (ri, d, e) = slots[slot];
-            let dir = &mut walked[ri].0[d];
-            let rel = walk::join(&dir.rel, &dir.entries[e].node.name);
-            let entry = &mut dir.entries[e];
-            match r.error {
-                Some(why) => {
-                    let path = abs(&cuts[ri].0, &rel);
-                    warn(self.progress, &format!("{path}: not backed up: {why}"));
-                    unreadable.push((path, why));
-                }
-                None => {
-                    files_read += 1;
-                    entry.node.content = r.content;
-                    if let Some(c) = r.checksum {
-                        entry.node.extra.insert(attr::CHECKSUM.into(), format!("{}:{}", c.algorithm, c.bytes));
-                    }
-                    entry.todo = Todo::Done;
-                }
-            }
+            say(&format!("walking {root} and reading its new files"));
+            let r = self.back_up_root(root, *at, before.as_ref(), &index, &exclude, &save, &mut reads).await?;
+            walk_secs += r.walk_secs;
+            counts.files_reused += r.stats.files_reused;
+            counts.dirs_listed += r.stats.dirs_listed;
+            done.push(r);
         }
         let mut agent_stats: Vec<SessionStats> = Vec::new();
         for a in self.agents {
@@ -356,18 +312,22 @@ impl Run<'_> {
                 .map_err(|e| HdfsError::Agent { agent: a.name.clone(), reason: format!("finishing the backup session: {e}") })?;
             agent_stats.push(f.stats);
         }
-        let read_secs = t.elapsed().as_secs_f64();
+        let read_secs = reads.secs;
+        let Reads { unreadable, files_read, shares, peak_held, .. } = reads;
 
-        say("writing the trees and the snapshot");
-        let mut root_cuts = Vec::new();
-        let mut root_nodes = Vec::new();
-        for (root, _) in cuts {
-            root_nodes.push((root.clone(), self.hdfs.status(root).await?));
-        }
+        say("writing the top of the tree and the snapshot");
         // Ancestors of the roots, for the tree from "/" down.
         let mut ancestors = std::collections::BTreeMap::new();
-        for (root, _) in cuts {
-            let mut p = root.as_str();
+        let mut top: Vec<(String, Node)> = Vec::new();
+        let mut all_totals = (0u64, 0u64);
+        let mut root_cuts = Vec::new();
+        for r in done {
+            let st = self.hdfs.status(&r.cut.path).await?;
+            let mut n = walk::node_from(r.cut.path.rsplit('/').next().unwrap_or(""), &st);
+            n.subtree = Some(r.tree.0);
+            walk::set_tree_totals(&mut n, r.tree.1);
+            all_totals = (all_totals.0 + r.tree.1 .0, all_totals.1 + r.tree.1 .1);
+            let mut p = r.cut.path.as_str();
             while let Some(i) = p.rfind('/') {
                 p = &p[..i];
                 let a = if p.is_empty() { "/" } else { p };
@@ -378,33 +338,13 @@ impl Run<'_> {
                     break;
                 }
             }
-        }
-        let repo = self.repo.clone();
-        let mut walked_dirs = Vec::new();
-        for (dirs, cut) in walked {
-            walked_dirs.push(dirs);
-            root_cuts.push(cut);
+            top.push((r.cut.path.clone(), n));
+            root_cuts.push(r.cut);
         }
         let unread = unreadable.len() as u64;
-        let (tree, coord_stats, all_totals) = blocking(move || {
-            let session = Session::new(&repo, &index);
-            let save = |t: Tree| session.save_tree(t);
-            let mut top: Vec<(String, Node)> = Vec::new();
-            let mut all = (0u64, 0u64);
-            for (dirs, (root, st)) in walked_dirs.into_iter().zip(root_nodes) {
-                let dirs = drop_unreadable(dirs);
-                let (id, totals) = walk::store_trees(dirs, &save)?;
-                let mut n = walk::node_from(root.rsplit('/').next().unwrap_or(""), &st);
-                n.subtree = Some(id);
-                walk::set_tree_totals(&mut n, totals);
-                all = (all.0 + totals.0, all.1 + totals.1);
-                top.push((root, n));
-            }
-            let id = nest(top, &ancestors, &save)?;
-            let stats = session.finish()?;
-            Ok((id, stats, all))
-        })
-        .await?;
+        let tree = nest(top, &ancestors, &save)?;
+        let coord_stats = tokio::task::block_in_place(|| session.finish())?;
+        tracing::info!(peak_held, "entries held at most in directories in progress");
 
         let mut summary = BackupSummary {
             files_new: files_read,
@@ -503,16 +443,21 @@ impl Run<'_> {
 }
 
 impl Run<'_> {
-    /// Walks one root: by the diff against the previous backup's snapshot
-    /// of it when that snapshot is still there, else in full.
-    async fn walk_root(
+    /// Backs up one root: walks it (by the diff against the previous
+    /// backup's snapshot of it when that snapshot is still there, else in
+    /// full) while the agents read its new files slice by slice, and writes
+    /// each directory's tree as soon as it is complete.
+    #[allow(clippy::too_many_arguments)]
+    async fn back_up_root(
         &self,
         root: &str,
         at: DateTime<Utc>,
         before: Option<&Before>,
         index: &Arc<Index>,
         exclude: &Exclude,
-    ) -> Result<(walk::Walked, RootCut)> {
+        save: &(dyn Fn(Tree) -> tidemark_repo::Result<Id> + Sync),
+        reads: &mut Reads,
+    ) -> Result<RootDone> {
         let prev_cut = before.and_then(|b| b.detail.roots.iter().find(|c| c.path == root));
         let prev_tree = match before {
             Some(b) => {
@@ -572,8 +517,47 @@ impl Run<'_> {
             listers: self.config.backup.listers,
             quota_depth: QUOTA_DEPTH,
         };
-        let walked = w.run().await?;
-        let st = walked.stats;
+        let t = Instant::now();
+        let (tx, mut rx) = mpsc::channel(WALK_QUEUE);
+        let walker = async {
+            let stats = w.run(tx).await?;
+            Ok::<_, HdfsError>((stats, t.elapsed().as_secs_f64()))
+        };
+        let snap_root = w.snap_root.clone();
+        let assemble = async {
+            let mut asm = Assembly::default();
+            let mut save = |t: Tree| save(t);
+            let mut pending: Vec<ToRead> = Vec::new();
+            let mut pending_bytes = 0u64;
+            loop {
+                let found = rx.recv().await;
+                let end = found.is_none();
+                match found {
+                    Some(Found::Dir { index, parent, dir }) => {
+                        let more = asm.listed(index, parent, dir, &mut save)?;
+                        pending_bytes += more.iter().map(|r| r.length).sum::<u64>();
+                        pending.extend(more);
+                    }
+                    Some(Found::Unlisted { index, parent, rel, why }) => {
+                        let path = abs(root, &rel);
+                        warn(self.progress, &format!("{path}: directory not backed up: {why}"));
+                        reads.unreadable.push((path, why));
+                        asm.unlisted(index, parent, &mut save)?;
+                    }
+                    None => {}
+                }
+                if !pending.is_empty() && (end || pending.len() >= SLICE_FILES || pending_bytes >= SLICE_BYTES) {
+                    pending_bytes = 0;
+                    self.read_slice(root, &snap_root, std::mem::take(&mut pending), &mut asm, &mut save, reads).await?;
+                }
+                if end {
+                    break;
+                }
+            }
+            reads.peak_held = reads.peak_held.max(asm.peak_held);
+            asm.finish().ok_or_else(|| HdfsError::Invalid(format!("the tree of {root} was not completed (a file's read result is missing)")))
+        };
+        let ((st, walk_secs), tree) = tokio::try_join!(walker, assemble)?;
         let cut = RootCut {
             path: root.to_string(),
             snapshot: self.tag.clone(),
@@ -584,8 +568,80 @@ impl Run<'_> {
             dirs_listed: st.dirs_listed,
             dirs_reused: st.dirs_reused,
         };
-        Ok((walked, cut))
+        Ok(RootDone { tree, cut, stats: st, walk_secs })
     }
+
+    /// Reads one slice of a root's files through the agents and fills them
+    /// in; an unreadable file is named and left out.
+    async fn read_slice(
+        &self,
+        root: &str,
+        snap_root: &str,
+        slice: Vec<ToRead>,
+        asm: &mut Assembly,
+        save: &mut assemble::Save<'_>,
+        reads: &mut Reads,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let jobs: Vec<read::Job> =
+            slice.iter().enumerate().map(|(k, r)| read::Job { slot: k, path: abs(snap_root, &r.rel), length: r.length }).collect();
+        reads.files_total += jobs.len() as u64;
+        reads.bytes_total += jobs.iter().map(|j| j.length).sum::<u64>();
+        tracing::info!(files = jobs.len(), "reading a slice of {root} through {} agents", self.agents.len());
+        if let Some(p) = self.progress {
+            p.set_total(reads.files_total, reads.bytes_total);
+        }
+        let cfg = self.config;
+        let (results, shares) = read::read_all(self.hdfs, self.agents, jobs, &cfg.backup, &self.tag, cfg.hdfs.checksums).await?;
+        for (slot, r) in results {
+            let item = &slice[slot];
+            match &r.error {
+                Some(why) => {
+                    let path = abs(root, &item.rel);
+                    warn(self.progress, &format!("{path}: not backed up: {why}"));
+                    reads.unreadable.push((path, why.clone()));
+                }
+                None => reads.files_read += 1,
+            }
+            asm.read(item, r, save)?;
+        }
+        for (sum, sh) in reads.shares.iter_mut().zip(shares) {
+            sum.files += sh.files;
+            sum.local_files += sh.local_files;
+            sum.bytes += sh.bytes;
+        }
+        reads.secs += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+}
+
+/// Files to read are handed to the agents in slices of this many files or
+/// bytes (whichever comes first), so the directories waiting on them, and
+/// the memory they hold, stay bounded while the agents get enough work to
+/// keep busy.
+const SLICE_FILES: usize = 20_000;
+const SLICE_BYTES: u64 = 8 << 30;
+/// Listed directories waiting for the assembly (the walk pauses beyond).
+const WALK_QUEUE: usize = 256;
+
+/// What the reads of every root came to.
+#[derive(Debug, Default)]
+struct Reads {
+    unreadable: Vec<(String, String)>,
+    files_read: u64,
+    files_total: u64,
+    bytes_total: u64,
+    shares: Vec<read::Share>,
+    secs: f64,
+    peak_held: usize,
+}
+
+/// One root backed up.
+struct RootDone {
+    tree: (Id, (u64, u64)),
+    cut: RootCut,
+    stats: walk::WalkStats,
+    walk_secs: f64,
 }
 
 /// The newest backup of this cluster, if any.
@@ -598,14 +654,6 @@ fn previous(repo: &Repository, cluster: &str) -> Result<Option<Before>> {
     let Some(node) = m.nodes.first() else { return Ok(None) };
     let snap = repo.load_snapshot(&node.snapshot)?;
     Ok(Some(Before { detail, tree: snap.tree }))
-}
-
-/// Leaves out the entries whose read failed.
-fn drop_unreadable(mut dirs: Vec<DirWork>) -> Vec<DirWork> {
-    for d in &mut dirs {
-        d.entries.retain(|e| !matches!(e.todo, Todo::Read { .. }));
-    }
-    dirs
 }
 
 /// The tree from "/" down to the roots, through their real ancestors.

@@ -13,9 +13,9 @@
 //! modification time, and every chunk is still stored. Everything else is
 //! marked for reading by the agents.
 //!
-//! Memory: the listed directories' entries are held until their trees are
-//! written, so a full walk holds the whole namespace part it covers (about
-//! 0.5 KB per entry); an incremental one only the directories it lists.
+//! Memory: the walk holds only the directories being listed and the paths
+//! of those waiting to be; each listed directory goes straight to the
+//! `assemble` step, which writes its tree as soon as it is complete.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,9 @@ use tidemark_repo::index::Index;
 use tidemark_repo::tree::{Node, NodeKind, Tree};
 use tidemark_repo::{Id, Repository};
 
+use tokio::sync::mpsc;
+
+use super::assemble::Parent;
 use super::diff::Changes;
 use crate::error::{HdfsError, Result};
 use crate::manifest::attr;
@@ -73,8 +76,11 @@ pub enum Todo {
     Done,
     /// A file the agents must read (`length` bytes, from the snapshot).
     Read { length: u64 },
-    /// A directory listed too: its tree is `dirs[index]`.
+    /// A directory listed too: its tree is the walk's directory `index`.
     Dir(usize),
+    /// Left out: a file that could not be read, a directory that could not
+    /// be listed (named in the backup's `unreadable`).
+    Skip,
 }
 
 /// A listed directory.
@@ -83,8 +89,6 @@ pub struct DirWork {
     /// Path relative to the root ("" for the root itself).
     pub rel: String,
     pub entries: Vec<Entry>,
-    /// The backup user may not list it: left out of the tree, and named.
-    pub unlisted: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -96,14 +100,13 @@ pub struct WalkStats {
     pub bytes_to_read: u64,
 }
 
-/// What a walk found: the listed directories (the root first, every
-/// directory after its parent), the counts, and the directories the backup
-/// user may not list (relative path, reason).
-#[derive(Debug, Default)]
-pub struct Walked {
-    pub dirs: Vec<DirWork>,
-    pub stats: WalkStats,
-    pub unlisted: Vec<(String, String)>,
+/// What the walk hands over, directory by directory, each after its
+/// parent; directories are numbered in the order they are found, the root 0.
+#[derive(Debug)]
+pub enum Found {
+    Dir { index: usize, parent: Parent, dir: DirWork },
+    /// The backup user may not list it: left out of the tree, and named.
+    Unlisted { index: usize, parent: Parent, rel: String, why: String },
 }
 
 /// The previous backup's trees, looked up by path (loaded on demand, cached).
@@ -264,53 +267,54 @@ pub fn abs(root: &str, rel: &str) -> String {
 }
 
 impl Walk<'_> {
-    /// Lists what must be listed. A directory below the root that the
-    /// backup user may not list is left out and named; the root itself
-    /// must be listable.
-    pub async fn run(&self) -> Result<Walked> {
-        let mut dirs: Vec<DirWork> = Vec::new();
+    /// Lists what must be listed, handing each directory over as soon as
+    /// it is listed (waiting while `tx` is full, so the walk never runs far
+    /// ahead of the reads). A directory below the root that the backup user
+    /// may not list is handed over as `Unlisted`; the root itself must be
+    /// listable.
+    pub async fn run(&self, tx: mpsc::Sender<Found>) -> Result<WalkStats> {
         let mut stats = WalkStats::default();
-        let mut unlisted = Vec::new();
-        // (index in dirs reserved, rel path)
-        let mut queue: Vec<(usize, String)> = vec![(0, String::new())];
-        dirs.push(DirWork { rel: String::new(), entries: Vec::new(), unlisted: false });
+        let mut next = 1usize;
+        // Last in, first out: deep before wide, so directories complete
+        // (and leave memory) early.
+        let mut queue: Vec<(usize, Parent, String)> = vec![(0, None, String::new())];
         let mut running = FuturesUnordered::new();
         loop {
             while running.len() < self.listers.max(1) {
-                let Some((i, rel)) = queue.pop() else { break };
-                running.push(async move { (i, self.list_dir(&rel).await) });
+                let Some((i, parent, rel)) = queue.pop() else { break };
+                running.push(async move {
+                    let listed = self.list_dir(&rel).await;
+                    (i, parent, rel, listed)
+                });
             }
-            let Some((i, listed)) = running.next().await else { break };
-            let (mut entries, subdirs) = match listed {
-                Ok(x) => x,
-                Err(e) if i != 0 && e.is_permission() => {
-                    unlisted.push((dirs[i].rel.clone(), e.to_string()));
-                    dirs[i].unlisted = true;
-                    continue;
+            let Some((i, parent, rel, listed)) = running.next().await else { break };
+            let found = match listed {
+                Ok((mut entries, subdirs)) => {
+                    stats.dirs_listed += 1;
+                    for (entry_index, sub) in subdirs {
+                        entries[entry_index].todo = Todo::Dir(next);
+                        queue.push((next, Some((i, entry_index)), sub));
+                        next += 1;
+                    }
+                    for e in &entries {
+                        match (&e.todo, e.node.kind) {
+                            (Todo::Read { length }, _) => {
+                                stats.files_to_read += 1;
+                                stats.bytes_to_read += length;
+                            }
+                            (Todo::Done, NodeKind::File) => stats.files_reused += 1,
+                            (Todo::Done, NodeKind::Dir) => stats.dirs_reused += 1,
+                            _ => {}
+                        }
+                    }
+                    Found::Dir { index: i, parent, dir: DirWork { rel, entries } }
                 }
+                Err(e) if i != 0 && e.is_permission() => Found::Unlisted { index: i, parent, rel, why: e.to_string() },
                 Err(e) => return Err(e),
             };
-            stats.dirs_listed += 1;
-            for (entry_index, rel) in subdirs {
-                let j = dirs.len();
-                dirs.push(DirWork { rel: rel.clone(), entries: Vec::new(), unlisted: false });
-                entries[entry_index].todo = Todo::Dir(j);
-                queue.push((j, rel));
-            }
-            for e in &entries {
-                match (&e.todo, e.node.kind) {
-                    (Todo::Read { length }, _) => {
-                        stats.files_to_read += 1;
-                        stats.bytes_to_read += length;
-                    }
-                    (Todo::Done, NodeKind::File) => stats.files_reused += 1,
-                    (Todo::Done, NodeKind::Dir) => stats.dirs_reused += 1,
-                    _ => {}
-                }
-            }
-            dirs[i].entries = entries;
+            tx.send(found).await.map_err(|_| HdfsError::Invalid("the backup stopped taking the walk's directories".into()))?;
         }
-        Ok(Walked { dirs, stats, unlisted })
+        Ok(stats)
     }
 
     /// Lists one directory of the snapshot; returns its entries and the
@@ -325,6 +329,8 @@ impl Walk<'_> {
                 .await
                 .map_err(|e| HdfsError::Invalid(format!("loading the previous tree: {e}")))?
         };
+        // By name: a directory of many entries is not searched once per entry.
+        let prev_by_name: HashMap<&str, &Node> = prev.as_ref().map(|t| t.nodes.iter().map(|n| (n.name.as_str(), n)).collect()).unwrap_or_default();
         let depth = rel.split('/').filter(|c| !c.is_empty()).count();
         let mut entries = Vec::with_capacity(listing.len());
         let mut subdirs = Vec::new();
@@ -345,7 +351,7 @@ impl Walk<'_> {
                     let (p, o) = (self.previous.clone(), c.old_path(&child));
                     tokio::task::spawn_blocking(move || p.node(&o)).await.ok().flatten()
                 }
-                _ => prev.as_ref().and_then(|t| t.nodes.iter().find(|n| n.name == name).cloned()),
+                _ => prev_by_name.get(name).map(|n| (*n).clone()),
             };
             // Attributes that need calls of their own are carried over
             // unless the diff names the entry (chmod, setfacl, setxattr).
@@ -457,40 +463,6 @@ pub fn set_tree_totals(n: &mut Node, (files, bytes): (u64, u64)) {
     n.extra.insert(attr::TREE_BYTES.into(), bytes.to_string());
 }
 
-/// Writes the trees of the listed directories, children first; returns the
-/// root's tree id and the files and bytes below it. `dirs[i]`'s entries
-/// must all be `Done` or `Dir`; an unlisted directory is left out of its
-/// parent.
-pub fn store_trees(dirs: Vec<DirWork>, save: &dyn Fn(Tree) -> tidemark_repo::Result<Id>) -> tidemark_repo::Result<(Id, (u64, u64))> {
-    let mut ids: Vec<Option<(Id, (u64, u64))>> = vec![None; dirs.len()];
-    let mut dirs = dirs;
-    // Every directory comes after its parent: backwards, children first.
-    for i in (0..dirs.len()).rev() {
-        if dirs[i].unlisted {
-            continue;
-        }
-        let entries = std::mem::take(&mut dirs[i].entries);
-        let mut nodes = Vec::with_capacity(entries.len());
-        let mut totals = (0u64, 0u64);
-        for mut e in entries {
-            if let Todo::Dir(j) = e.todo {
-                let Some((id, t)) = ids[j].take() else { continue };
-                e.node.subtree = Some(id);
-                set_tree_totals(&mut e.node, t);
-            }
-            let (f, b) = match e.node.kind {
-                NodeKind::File => (1, e.node.size),
-                NodeKind::Dir => tree_totals(&e.node),
-                _ => (0, 0),
-            };
-            totals = (totals.0 + f, totals.1 + b);
-            nodes.push(e.node);
-        }
-        ids[i] = Some((save(Tree { nodes })?, totals));
-    }
-    Ok(ids[0].expect("the root is stored"))
-}
-
 /// Names in `set` and every ancestor of theirs (relative paths).
 pub fn with_ancestors(paths: impl IntoIterator<Item = String>) -> HashSet<String> {
     let mut out = HashSet::new();
@@ -532,31 +504,5 @@ mod tests {
             assert!(s.contains(p), "{p} missing from {s:?}");
         }
         assert_eq!(s.len(), 5);
-    }
-
-    #[test]
-    fn trees_are_stored_children_first() {
-        let mut f = empty_node("f");
-        f.size = 3;
-        let mut d = empty_node("d");
-        d.kind = NodeKind::Dir;
-        let dirs = vec![
-            DirWork { rel: String::new(), entries: vec![Entry { node: d.clone(), todo: Todo::Dir(1) }, Entry { node: d, todo: Todo::Dir(2) }], unlisted: false },
-            DirWork { rel: "d".into(), entries: vec![Entry { node: f, todo: Todo::Done }], unlisted: false },
-            DirWork { rel: "secret".into(), entries: Vec::new(), unlisted: true },
-        ];
-        let saved = Mutex::new(Vec::new());
-        let (root, totals) = store_trees(dirs, &|t| {
-            let mut s = saved.lock().unwrap();
-            s.push(t);
-            Ok(Id([s.len() as u8; 32]))
-        })
-        .unwrap();
-        let saved = saved.into_inner().unwrap();
-        assert_eq!(saved[0].nodes[0].name, "f");
-        assert_eq!(saved[1].nodes.len(), 1, "the unlisted directory is left out");
-        assert_eq!(saved[1].nodes[0].subtree, Some(Id([1; 32])));
-        assert_eq!(tree_totals(&saved[1].nodes[0]), (1, 3));
-        assert_eq!((root, totals), (Id([2; 32]), (1, 3)));
     }
 }
