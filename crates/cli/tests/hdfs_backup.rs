@@ -503,6 +503,8 @@ fn unreadable_entries_and_safe_mode() {
     assert!(r.stderr.contains("/p/secret.key"), "the unreadable file is named: {}", r.stderr);
     assert!(r.stderr.contains("/p/private"), "the unlistable directory is named: {}", r.stderr);
     assert!(!r.stderr.contains("/p/sub/b.bin"), "{}", r.stderr);
+    let row: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(row["files"].as_u64(), Some(readable.len() as u64), "the readable files are stored: {row}");
     let l = ok(&["cluster", "list", "--config", &c, "--json"]);
     assert_eq!(l.as_array().unwrap().len(), 1, "the incomplete backup is listed: {l}");
     let v = tidemark(&["cluster", "verify", "--config", &c, "latest", "--read-data"]);

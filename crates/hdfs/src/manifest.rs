@@ -103,3 +103,21 @@ pub struct Timings {
     pub read_secs: f64,
     pub total_secs: f64,
 }
+
+/// What a listing shows of an HDFS backup beyond the generic row (the
+/// `tidemark_cluster::catalog::Describe` of HDFS): the files in the
+/// namespace snapshot and the backup's own timing. No tables, no spread
+/// (one NameNode, one cut per root).
+pub fn list_extras(m: &tidemark_cluster::manifest::ClusterManifest) -> tidemark_cluster::catalog::Extras {
+    let detail: Option<BackupDetail> = m.detail().ok();
+    tidemark_cluster::catalog::Extras {
+        tables: 0,
+        nodes: m
+            .nodes
+            .iter()
+            .map(|n| tidemark_cluster::catalog::NodeCounts { tables: 0, files: n.summary.total_files as usize })
+            .collect(),
+        snapshot_spread_ms: None,
+        duration_secs: detail.map(|d| d.timings.total_secs),
+    }
+}

@@ -42,6 +42,7 @@ impl BackupRow {
 fn describe_for(store: &str) -> Describe {
     match store {
         tidemark_cassandra::STORE => tidemark_cassandra::manifest::list_extras,
+        tidemark_hdfs::STORE => tidemark_hdfs::manifest::list_extras,
         _ => no_extras,
     }
 }
