@@ -27,6 +27,7 @@ use crate::progress::Progress;
 use crate::repo::{FileKind, Repository};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
+use crate::walk::{Visit, Visitor, Walker};
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -73,41 +74,50 @@ fn selected(p: &Path, include: &[PathBuf]) -> (bool, bool) {
     (inside, inside || ancestor)
 }
 
-fn plan(repo: &Repository, index: &Index, snap: &Snapshot, opts: &RestoreOptions) -> Result<Plan> {
-    let mut plan = Plan::default();
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut stack = vec![(PathBuf::from("/"), snap.tree)];
-    while let Some((dir, tree_id)) = stack.pop() {
-        let tree = repo.load_tree(index, &tree_id)?;
-        for n in tree.nodes {
-            let spath = dir.join(n.name_os());
-            let (take, descend) = selected(&spath, &opts.include);
-            if !descend {
-                continue;
-            }
-            let out = opts.target.join(spath.strip_prefix("/").expect("absolute"));
-            match n.kind {
-                NodeKind::Dir => {
-                    if let Some(sub) = n.subtree {
-                        stack.push((spath, sub));
-                    }
-                    plan.dirs.push((out, n));
-                }
-                _ if !take => {}
-                NodeKind::File => {
-                    if n.links > 1 {
-                        if let Some(first) = links.get(&(n.device, n.inode)) {
-                            plan.hardlinks.push((out, first.clone(), n));
-                            continue;
-                        }
-                        links.insert((n.device, n.inode), out.clone());
-                    }
-                    plan.files.push(FilePlan { path: out, node: n });
-                }
-                _ => plan.specials.push((out, n)),
-            }
+/// Collects what to restore while walking the snapshot (the walk fetches
+/// the subtrees of a directory's selected children together, so a deep tree
+/// costs round trips per level, not per directory).
+struct Planner<'o> {
+    opts: &'o RestoreOptions,
+    plan: Plan,
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Visitor for Planner<'_> {
+    fn enter(&mut self, spath: &Path, n: &Node) -> Result<Visit> {
+        let (take, descend) = selected(spath, &self.opts.include);
+        if !descend {
+            return Ok(Visit::Skip);
         }
+        let out = self.opts.target.join(spath.strip_prefix("/").expect("absolute"));
+        let plan = &mut self.plan;
+        match n.kind {
+            NodeKind::Dir => plan.dirs.push((out, n.clone())),
+            _ if !take => {}
+            NodeKind::File => {
+                if n.links > 1 {
+                    if let Some(first) = self.links.get(&(n.device, n.inode)) {
+                        plan.hardlinks.push((out, first.clone(), n.clone()));
+                        return Ok(Visit::Skip);
+                    }
+                    self.links.insert((n.device, n.inode), out.clone());
+                }
+                plan.files.push(FilePlan { path: out, node: n.clone() });
+            }
+            _ => plan.specials.push((out, n.clone())),
+        }
+        Ok(Visit::Descend)
     }
+
+    fn may_descend(&self, spath: &Path, _n: &Node) -> bool {
+        selected(spath, &self.opts.include).1
+    }
+}
+
+fn plan(repo: &Repository, index: &Index, snap: &Snapshot, opts: &RestoreOptions) -> Result<Plan> {
+    let mut planner = Planner { opts, plan: Plan::default(), links: HashMap::new() };
+    Walker::new(repo, index).walk_root(&snap.tree, &mut planner)?;
+    let plan = planner.plan;
     if !opts.include.is_empty() && plan.files.is_empty() && plan.specials.is_empty() && plan.hardlinks.is_empty()
         && !plan.dirs.iter().any(|(p, _)| opts.include.iter().any(|i| p.ends_with(i.strip_prefix("/").unwrap_or(i))))
     {

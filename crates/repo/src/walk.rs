@@ -40,6 +40,13 @@ pub trait Visitor {
     fn leave(&mut self, _path: &Path, _node: &Node) -> Result<()> {
         Ok(())
     }
+    /// Whether the directory at `path` may be descended into, asked before
+    /// its subtree is fetched ahead with its siblings': a visitor that
+    /// selects a few paths (a restore of one file) keeps the walk from
+    /// fetching every sibling's tree on the way down.
+    fn may_descend(&self, _path: &Path, _node: &Node) -> bool {
+        true
+    }
 }
 
 impl<F: FnMut(&Path, &Node) -> Result<Visit>> Visitor for F {
@@ -162,6 +169,7 @@ impl<'a> Walker<'a> {
         let ahead: Vec<Id> = tree
             .nodes
             .iter()
+            .filter(|n| v.may_descend(&dir.join(n.name_os()), n))
             .filter_map(|n| {
                 n.subtree
                     .filter(|s| n.kind == NodeKind::Dir && !self.walked.contains(s))

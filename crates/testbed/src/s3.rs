@@ -50,6 +50,11 @@ pub struct S3Info {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub version: String,
+    /// Prometheus metrics of the server (`http://127.0.0.1:PORT/metrics`):
+    /// `SeaweedFS_s3_request_total` counts the S3 requests by action, which
+    /// the object-storage benchmark reads around each step.
+    #[serde(default)]
+    pub metrics: String,
 }
 
 /// A running SeaweedFS S3 server; stopped (process group killed) on drop.
@@ -179,6 +184,9 @@ fn spawn(dir: &Path) -> Result<Spawned> {
         ports.push(port);
         cmd.arg(format!("-{name}={port}"));
     }
+    let metrics_port = net::free_port()?;
+    cmd.arg(format!("-metricsPort={metrics_port}"));
+    ports.push(metrics_port);
     let log = dir.join("weed.log");
     let record = process::spawn("weed", cmd, &log, ports.clone())?;
     let at = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -191,6 +199,7 @@ fn spawn(dir: &Path) -> Result<Spawned> {
             data_dir: data,
             log,
             version: WEED_VERSION.into(),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
         },
         record,
         s3_addr: at(ports[6]),
