@@ -185,6 +185,9 @@ pub struct Index {
     obsolete_num: Vec<bool>,
     data_fan: Fanout,
     tree_fan: Fanout,
+    /// Per pack number: the byte range holding the tree blobs this index
+    /// places there (`(u32::MAX, 0)` for none; built by `finish`).
+    tree_extent: Vec<(u32, u32)>,
 }
 
 /// Where the entries with each value of an id's leading `bits` bits start
@@ -289,6 +292,20 @@ impl Index {
         self.data_fan = Fanout::build(&self.data);
         self.tree_fan = Fanout::build(&self.tree);
         self.obsolete_num = obsolete;
+        let mut extent = vec![(u32::MAX, 0u32); self.packs.len()];
+        for e in &self.tree {
+            let x = &mut extent[e.pack as usize];
+            *x = (x.0.min(e.offset), x.1.max(e.offset.saturating_add(e.length)));
+        }
+        self.tree_extent = extent;
+    }
+
+    /// The byte range of `pack` that holds the tree blobs this index places
+    /// there: a walk that needs many trees reads it once instead of one
+    /// request per tree.
+    pub fn tree_extent(&self, pack: &Id) -> Option<(u32, u32)> {
+        let n = *self.pack_nums.get(pack)?;
+        self.tree_extent.get(n as usize).copied().filter(|(a, b)| a < b)
     }
 
     fn find(&self, kind: BlobType, id: &Id) -> Option<&Entry> {

@@ -84,7 +84,31 @@ pub struct Repository {
     pub config: RepoConfig,
     key_id: Id,
     prefetch: Mutex<Prefetch>,
+    tree_packs: Mutex<TreePacks>,
 }
+
+/// Tree packs read whole (their tree range), by pack id. Walks of a
+/// snapshot load hundreds of trees; on remote storage one request per tree
+/// would dominate, while the trees of a backup sit in a few packs. A pack is
+/// fetched once even when several threads ask for its trees at the same
+/// time (the first fetches, the others wait on its cell). Packs are named by
+/// the hash of their bytes, so a held copy never goes stale. Bounded by
+/// [`TREE_PACKS_HELD`] bytes, oldest out first.
+#[derive(Default)]
+struct TreePacks {
+    cells: HashMap<Id, Arc<TreePackCell>>,
+    order: std::collections::VecDeque<(Id, usize)>,
+    held: usize,
+}
+
+/// A pack's tree range once read: (its start in the pack, its bytes), or
+/// None when the read failed.
+type TreePackCell = std::sync::OnceLock<Option<(u32, Bytes)>>;
+
+/// A pack's tree range is read whole up to this size; larger ones blob by blob.
+const TREE_PACK_MAX: u32 = 16 << 20;
+/// Bytes of tree packs held at most.
+const TREE_PACKS_HELD: usize = 32 << 20;
 
 /// Stored files fetched while the key is derived (see
 /// [`Repository::open_prefetching`]), by storage key. Files are named by the
@@ -174,6 +198,7 @@ impl Repository {
             config: opts.config,
             key_id: Id::default(),
             prefetch: Mutex::new(Prefetch::Off),
+            tree_packs: Mutex::default(),
         };
         repo.key_id = repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
@@ -232,6 +257,7 @@ impl Repository {
                     config,
                     key_id: id,
                     prefetch: Mutex::new(std::mem::replace(&mut ahead, Prefetch::Off)),
+                    tree_packs: Mutex::default(),
                 });
             }
         }
@@ -462,17 +488,81 @@ impl Repository {
         let loc = index
             .get(kind, id)
             .ok_or_else(|| RepoError::BlobNotFound { id: id.to_hex() })?;
-        let bytes = self.rt.block_on(self.store.get_range(
-            &FileKind::Pack.key(&loc.pack),
-            loc.offset as u64,
-            loc.length as u64,
-        ))?;
+        let held = match (kind, index.tree_extent(&loc.pack)) {
+            (BlobType::Tree, Some((start, end)))
+                if end - start <= TREE_PACK_MAX && start <= loc.offset && loc.offset + loc.length <= end =>
+            {
+                self.tree_pack(&loc.pack, start, end)
+            }
+            _ => None,
+        };
+        let bytes = match held {
+            // Held from an earlier read: a copy whose range does not cover
+            // this blob (another index's extent) is not used.
+            Some((start, b)) if start <= loc.offset && ((loc.offset - start + loc.length) as usize) <= b.len() => {
+                let at = (loc.offset - start) as usize;
+                b.slice(at..at + loc.length as usize)
+            }
+            _ => self.rt.block_on(self.store.get_range(
+                &FileKind::Pack.key(&loc.pack),
+                loc.offset as u64,
+                loc.length as u64,
+            ))?,
+        };
         let what = || format!("blob {id} in pack {}", loc.pack);
         let plain = blob::unseal(&self.cipher, &bytes, loc.flags, loc.raw_len, &what)?;
         if self.key.blob_id(&plain) != *id {
             return Err(RepoError::corrupt(what(), "content does not match its id"));
         }
         Ok(plain)
+    }
+
+    /// The tree range `start..end` of `pack`, read once and held (see
+    /// [`TreePacks`]); None when it could not be read (the caller then reads
+    /// the blob alone, with that read's own retries and error).
+    fn tree_pack(&self, pack: &Id, start: u32, end: u32) -> Option<(u32, Bytes)> {
+        let cell = {
+            let mut t = self.tree_packs.lock().expect("poisoned");
+            t.cells.entry(*pack).or_default().clone()
+        };
+        let mut fetched = false;
+        let got = cell
+            .get_or_init(|| {
+                fetched = true;
+                let key = FileKind::Pack.key(pack);
+                match self.rt.block_on(self.store.get_range(&key, start as u64, (end - start) as u64)) {
+                    Ok(b) => Some((start, b)),
+                    Err(e) => {
+                        tracing::debug!("reading the trees of pack {pack} at once: {e}");
+                        None
+                    }
+                }
+            })
+            .clone();
+        if fetched {
+            let mut t = self.tree_packs.lock().expect("poisoned");
+            let size = got.as_ref().map_or(0, |(_, b)| b.len());
+            if got.is_none() {
+                // Not held: the next reader tries again.
+                t.cells.remove(pack);
+            } else {
+                t.order.push_back((*pack, size));
+                t.held += size;
+                while t.held > TREE_PACKS_HELD {
+                    let Some((old, n)) = t.order.pop_front() else { break };
+                    t.cells.remove(&old);
+                    t.held -= n;
+                }
+            }
+        }
+        got
+    }
+
+    /// Forgets the tree packs held, so that the next reads see what is
+    /// stored now (verify calls it: a long-running process must not check
+    /// a copy it read before the damage).
+    pub fn drop_held_trees(&self) {
+        *self.tree_packs.lock().expect("poisoned") = TreePacks::default();
     }
 
     pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {

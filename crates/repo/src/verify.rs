@@ -275,6 +275,8 @@ pub fn verify(
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    // What is stored now is checked, not a copy this process read earlier.
+    repo.drop_held_trees();
     let mut f = Findings::default();
     let mut report = VerifyReport::default();
 
