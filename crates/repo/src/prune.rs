@@ -937,6 +937,7 @@ mod tests {
             tidemark_store::Capabilities {
                 retention: true,
                 range_reads: true,
+                remote: false,
             }
         }
         fn describe(&self) -> String {

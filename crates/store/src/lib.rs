@@ -48,6 +48,9 @@ pub struct Capabilities {
     pub retention: bool,
     /// `get_range` is served natively (not by reading the whole object).
     pub range_reads: bool,
+    /// Every request crosses a network (object storage): latency, not the
+    /// disk, bounds a reader, so more requests in flight pay off.
+    pub remote: bool,
 }
 
 /// One stored object as seen by `list` and `head`.

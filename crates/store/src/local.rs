@@ -288,6 +288,7 @@ impl Store for LocalStore {
         Capabilities {
             retention: false,
             range_reads: true,
+            remote: false,
         }
     }
 

@@ -50,7 +50,40 @@ impl fmt::Debug for S3Store {
     }
 }
 
+/// A range that ends past the object's end.
+fn truncated(key: &str, offset: u64, len: u64) -> StoreError {
+    StoreError::Truncated { key: key.to_owned(), offset, len }
+}
+
 impl S3Store {
+    /// The body of `len` bytes at `offset`; None for an empty range that
+    /// exists (HTTP cannot express an empty range: the size decides).
+    async fn range_body(&self, key: &str, offset: u64, len: u64) -> Result<Option<ByteStream>> {
+        let end = offset.checked_add(len).ok_or_else(|| truncated(key, offset, len))?;
+        if len == 0 {
+            return match self.head(key).await? {
+                Some(meta) if meta.size >= end => Ok(None),
+                Some(_) => Err(truncated(key, offset, len)),
+                None => Err(StoreError::NotFound { key: key.to_owned() }),
+            };
+        }
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes={offset}-{}", end - 1))
+            .send()
+            .await;
+        match answer {
+            Ok(out) => Ok(Some(out.body)),
+            Err(e) => Err(match classify(e) {
+                Kind::InvalidRange => truncated(key, offset, len),
+                other => other.into_error(key),
+            }),
+        }
+    }
+
     pub fn new(config: S3Config) -> Self {
         let credentials = Credentials::new(
             &config.access_key,
@@ -132,6 +165,7 @@ impl Store for S3Store {
         Capabilities {
             retention: true,
             range_reads: true,
+            remote: true,
         }
     }
 
@@ -242,45 +276,39 @@ impl Store for S3Store {
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
-        let truncated = || StoreError::Truncated {
-            key: key.to_owned(),
-            offset,
-            len,
+        let Some(body) = self.range_body(key, offset, len).await? else {
+            return Ok(Bytes::new());
         };
-        let end = offset.checked_add(len).ok_or_else(truncated)?;
-        if len == 0 {
-            // HTTP cannot express an empty range; the size decides.
-            return match self.head(key).await? {
-                Some(meta) if meta.size >= end => Ok(Bytes::new()),
-                Some(_) => Err(truncated()),
-                None => Err(StoreError::NotFound {
-                    key: key.to_owned(),
-                }),
-            };
-        }
-        let answer = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .range(format!("bytes={offset}-{}", end - 1))
-            .send()
-            .await;
-        let out = match answer {
-            Ok(out) => out,
-            Err(e) => {
-                return Err(match classify(e) {
-                    Kind::InvalidRange => truncated(),
-                    other => other.into_error(key),
-                })
-            }
-        };
-        let data = errors::collect(key, out.body).await?;
+        let data = errors::collect(key, body).await?;
         // A range past the end is served short, not refused.
         if (data.len() as u64) < len {
-            return Err(truncated());
+            return Err(truncated(key, offset, len));
         }
         Ok(data)
+    }
+
+    /// The body streamed straight into the caller's buffer: no collected
+    /// copy of the whole range next to it (a restore thread reads ranges of
+    /// up to 8 MiB, and each copy was that much more memory per thread).
+    async fn get_range_into(&self, key: &str, offset: u64, len: u64, mut buf: Vec<u8>) -> Result<Vec<u8>> {
+        buf.clear();
+        let Some(mut body) = self.range_body(key, offset, len).await? else {
+            return Ok(buf);
+        };
+        buf.reserve(len as usize);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Service {
+                key: key.to_owned(),
+                message: format!("reading the response body: {e}"),
+                temporary: true,
+                source: Some(Box::new(e)),
+            })?;
+            buf.extend_from_slice(&chunk);
+        }
+        if (buf.len() as u64) < len {
+            return Err(truncated(key, offset, len));
+        }
+        Ok(buf)
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
