@@ -34,7 +34,7 @@ fn server_answers_s3_refuses_anonymous_and_stops() -> Result<()> {
     assert!(!format!("{server:?}").contains(&server.secret_key));
 
     let ports = server.ports();
-    assert_eq!(ports.len(), 8);
+    assert_eq!(ports.len(), 9, "eight listeners and the metrics port");
     server.stop()?;
     assert!(!testbed::wait::tcp_open(addr), "port still open after stop");
     server.stop()?; // idempotent
