@@ -268,30 +268,9 @@ pub(crate) mod tests {
 
     fn named(name: &[u8]) -> Node {
         use std::os::unix::ffi::OsStrExt;
-        let mut n = Node {
-            name: String::new(),
-            name_bytes: None,
-            kind: NodeKind::File,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            user: String::new(),
-            group: String::new(),
-            mtime_ns: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-            inode: name.len() as u64,
-            device: 0,
-            links: 1,
-            rdev: 0,
-            size: 0,
-            content: Vec::new(),
-            sparse: false,
-            subtree: None,
-            target: None,
-            target_bytes: None,
-            extra: Default::default(),
-        };
+        let mut n = Node::new("", NodeKind::File);
+        n.mode = 0o100644;
+        n.inode = name.len() as u64;
         n.set_name(std::ffi::OsStr::from_bytes(name));
         n
     }

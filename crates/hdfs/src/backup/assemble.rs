@@ -47,13 +47,13 @@ pub struct ToRead {
     pub length: u64,
 }
 
-pub type Save<'a> = dyn FnMut(Tree) -> tidemark_repo::Result<Id> + 'a;
+pub type Save<'a> = dyn Fn(Tree) -> tidemark_repo::Result<Id> + 'a;
 
 impl Assembly {
     /// A directory listed by the walk. Returns its files to read; a
     /// directory with none and no subdirectories to wait for is written at
     /// once.
-    pub fn listed(&mut self, index: usize, parent: Parent, dir: DirWork, save: &mut Save<'_>) -> tidemark_repo::Result<Vec<ToRead>> {
+    pub fn listed(&mut self, index: usize, parent: Parent, dir: DirWork, save: &Save<'_>) -> tidemark_repo::Result<Vec<ToRead>> {
         let mut reads = Vec::new();
         let mut outstanding = 0;
         for (e, entry) in dir.entries.iter().enumerate() {
@@ -80,7 +80,7 @@ impl Assembly {
     }
 
     /// A directory the backup user may not list: left out of its parent.
-    pub fn unlisted(&mut self, index: usize, parent: Parent, save: &mut Save<'_>) -> tidemark_repo::Result<()> {
+    pub fn unlisted(&mut self, index: usize, parent: Parent, save: &Save<'_>) -> tidemark_repo::Result<()> {
         self.ensure(index);
         self.slots[index] = Slot::Stored;
         match parent {
@@ -91,7 +91,7 @@ impl Assembly {
 
     /// The agents' answer for a file: its chunks, or an error (the file is
     /// then left out; the caller names it).
-    pub fn read(&mut self, r: &ToRead, result: ReadResult, save: &mut Save<'_>) -> tidemark_repo::Result<()> {
+    pub fn read(&mut self, r: &ToRead, result: ReadResult, save: &Save<'_>) -> tidemark_repo::Result<()> {
         let done = match result.error {
             Some(_) => None,
             None => {
@@ -118,7 +118,7 @@ impl Assembly {
 
     /// One outstanding entry of directory `d` is settled: filled in, or
     /// left out (`None`).
-    fn settle(&mut self, d: usize, e: usize, fill: Option<Filled>, save: &mut Save<'_>) -> tidemark_repo::Result<()> {
+    fn settle(&mut self, d: usize, e: usize, fill: Option<Filled>, save: &Save<'_>) -> tidemark_repo::Result<()> {
         let Slot::Open { dir, outstanding, .. } = &mut self.slots[d] else {
             unreachable!("an entry of a directory that is not open");
         };
@@ -145,7 +145,7 @@ impl Assembly {
 
     /// Writes directory `d`'s tree and tells its parent, up as far as
     /// directories complete.
-    fn complete(&mut self, d: usize, save: &mut Save<'_>) -> tidemark_repo::Result<()> {
+    fn complete(&mut self, d: usize, save: &Save<'_>) -> tidemark_repo::Result<()> {
         let Slot::Open { dir, parent, .. } = std::mem::replace(&mut self.slots[d], Slot::Stored) else {
             unreachable!("completing a directory that is not open");
         };
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn trees_are_written_as_they_complete_children_first() {
         let saved = std::cell::RefCell::new(Vec::<Tree>::new());
-        let mut save = |t: Tree| {
+        let save = |t: Tree| {
             let mut s = saved.borrow_mut();
             s.push(t);
             Ok(Id([s.len() as u8; 32]))
@@ -216,19 +216,19 @@ mod tests {
                 Entry { node: file("bad", 4), todo: Todo::Read { length: 4 } },
             ],
         };
-        let reads = a.listed(0, None, root, &mut save).unwrap();
+        let reads = a.listed(0, None, root, &save).unwrap();
         assert_eq!(reads.iter().map(|r| r.rel.as_str()).collect::<Vec<_>>(), ["big", "bad"]);
         assert!(saved.borrow().is_empty(), "the root waits for its entries");
         // d holds one file already done: written at once.
         let d = DirWork { rel: "d".into(), entries: vec![Entry { node: file("f", 3), todo: Todo::Done }] };
-        assert!(a.listed(1, Some((0, 0)), d, &mut save).unwrap().is_empty());
+        assert!(a.listed(1, Some((0, 0)), d, &save).unwrap().is_empty());
         assert_eq!(saved.borrow().len(), 1);
-        a.unlisted(2, Some((0, 1)), &mut save).unwrap();
+        a.unlisted(2, Some((0, 1)), &save).unwrap();
         let ok = ReadResult { content: vec![Id([9; 32])], size: 10, ..Default::default() };
-        a.read(&reads[0], ok, &mut save).unwrap();
+        a.read(&reads[0], ok, &save).unwrap();
         assert_eq!(a.peak_held, 5);
         let failed = ReadResult { error: Some("permission denied".into()), ..Default::default() };
-        a.read(&reads[1], failed, &mut save).unwrap();
+        a.read(&reads[1], failed, &save).unwrap();
         let (root_id, totals) = a.finish().expect("the root is written");
         let saved = saved.into_inner();
         assert_eq!(saved.len(), 2);

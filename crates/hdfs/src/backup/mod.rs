@@ -294,13 +294,12 @@ impl Run<'_> {
         let save = |t: Tree| tokio::task::block_in_place(|| session.save_tree(t));
         let mut done = Vec::new();
         let mut reads = Reads { shares: vec![read::Share::default(); self.agents.len()], ..Default::default() };
-        let (mut walk_secs, mut counts) = (0.0, walk::WalkStats::default());
+        let (mut walk_secs, mut files_reused) = (0.0, 0u64);
         for (root, at) in cuts {
             say(&format!("walking {root} and reading its new files"));
             let r = self.back_up_root(root, *at, before.as_ref(), &index, &exclude, &save, &mut reads).await?;
             walk_secs += r.walk_secs;
-            counts.files_reused += r.stats.files_reused;
-            counts.dirs_listed += r.stats.dirs_listed;
+            files_reused += r.stats.files_reused;
             done.push(r);
         }
         let mut agent_stats: Vec<SessionStats> = Vec::new();
@@ -348,7 +347,7 @@ impl Run<'_> {
 
         let mut summary = BackupSummary {
             files_new: files_read,
-            files_unmodified: counts.files_reused,
+            files_unmodified: files_reused,
             total_files: all_totals.0,
             total_bytes: all_totals.1,
             errors: unread,
@@ -526,7 +525,6 @@ impl Run<'_> {
         let snap_root = w.snap_root.clone();
         let assemble = async {
             let mut asm = Assembly::default();
-            let mut save = |t: Tree| save(t);
             let mut pending: Vec<ToRead> = Vec::new();
             let mut pending_bytes = 0u64;
             loop {
@@ -534,7 +532,7 @@ impl Run<'_> {
                 let end = found.is_none();
                 match found {
                     Some(Found::Dir { index, parent, dir }) => {
-                        let more = asm.listed(index, parent, dir, &mut save)?;
+                        let more = asm.listed(index, parent, dir, save)?;
                         pending_bytes += more.iter().map(|r| r.length).sum::<u64>();
                         pending.extend(more);
                     }
@@ -542,13 +540,13 @@ impl Run<'_> {
                         let path = abs(root, &rel);
                         warn(self.progress, &format!("{path}: directory not backed up: {why}"));
                         reads.unreadable.push((path, why));
-                        asm.unlisted(index, parent, &mut save)?;
+                        asm.unlisted(index, parent, save)?;
                     }
                     None => {}
                 }
                 if !pending.is_empty() && (end || pending.len() >= SLICE_FILES || pending_bytes >= SLICE_BYTES) {
                     pending_bytes = 0;
-                    self.read_slice(root, &snap_root, std::mem::take(&mut pending), &mut asm, &mut save, reads).await?;
+                    self.read_slice(root, &snap_root, std::mem::take(&mut pending), &mut asm, save, reads).await?;
                 }
                 if end {
                     break;
@@ -579,7 +577,7 @@ impl Run<'_> {
         snap_root: &str,
         slice: Vec<ToRead>,
         asm: &mut Assembly,
-        save: &mut assemble::Save<'_>,
+        save: &assemble::Save<'_>,
         reads: &mut Reads,
     ) -> Result<()> {
         let t = Instant::now();
