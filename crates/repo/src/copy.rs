@@ -36,7 +36,7 @@ use crate::lock::{Lock, LockKind};
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repo::{FileKind, Repository};
-use crate::restore::ranges;
+use crate::restore::{ranges, RangeLimits};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
 use crate::walk::{Visit, Visitor, Walker};
@@ -319,7 +319,7 @@ impl Mapper<'_> {
             .par_iter()
             .map(|(pack, blobs)| {
                 let mut out = Vec::with_capacity(blobs.len());
-                for (start, range) in ranges(blobs) {
+                for (start, range) in ranges(blobs, RangeLimits::HELD) {
                     let len = range
                         .iter()
                         .map(|(_, l)| l.offset + l.length)

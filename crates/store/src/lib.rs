@@ -24,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 mod error;
 pub mod local;
@@ -109,6 +110,17 @@ pub trait Store: Send + Sync + Debug {
         Ok(buf)
     }
 
+    /// [`Store::get_range`] as pieces in order, for a reader that uses the
+    /// start of a large range while the rest is still on the wire (restore
+    /// decodes a pack blob by blob as it arrives, so one request per pack
+    /// costs no pack-sized buffer). The pieces add up to `len` bytes, else
+    /// the stream ends with an error ([`StoreError::Truncated`] when the
+    /// object is shorter). The default reads the whole range as one piece.
+    async fn get_range_stream(&self, key: &str, offset: u64, len: u64) -> Result<RangeStream> {
+        let data = self.get_range(key, offset, len).await?;
+        Ok(futures::stream::once(async { Ok(data) }).boxed())
+    }
+
     /// Metadata of one object, `None` when missing.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
 
@@ -145,6 +157,9 @@ pub trait Store: Send + Sync + Debug {
 
 /// Shared handle to a store; open sets of backends are `Arc<dyn Store>`.
 pub type DynStore = Arc<dyn Store>;
+
+/// The pieces of a range read, in order (see [`Store::get_range_stream`]).
+pub type RangeStream = futures::stream::BoxStream<'static, Result<Bytes>>;
 
 /// An object written piece by piece, invisible until [`Staged::commit`]
 /// (see [`Store::stage`]); dropped uncommitted, it leaves nothing behind.

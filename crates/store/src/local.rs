@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::{Capabilities, ObjectMeta, Result, Store, StoreError};
+use futures::StreamExt;
+
+use crate::{Capabilities, ObjectMeta, RangeStream, Result, Store, StoreError};
 
 /// File names starting with this are a writer's temporaries, never objects.
 pub const TEMP_PREFIX: &str = ".tidemark-tmp.";
@@ -342,6 +344,54 @@ impl Store for LocalStore {
         let mut buf = self.get_range_into(key, offset, len, Vec::new()).await?;
         buf.truncate(len as usize);
         Ok(Bytes::from(buf))
+    }
+
+    /// Pieces of 1 MiB, each read when the reader asks for it: a reader of
+    /// a whole pack holds a piece, not the pack.
+    async fn get_range_stream(&self, key: &str, offset: u64, len: u64) -> Result<RangeStream> {
+        const PIECE: u64 = 1024 * 1024;
+        let path = self.path_of(key)?;
+        let end = offset.checked_add(len).ok_or_else(|| StoreError::Truncated {
+            key: key.to_owned(),
+            offset,
+            len,
+        })?;
+        let file = blocking(key, move || {
+            let file = File::open(path)?;
+            Ok((file.metadata()?.len() >= end).then_some(file))
+        })
+        .await
+        .map_err(|e| not_found_or(key, e))?;
+        let Some(file) = file else {
+            return Err(StoreError::Truncated { key: key.to_owned(), offset, len });
+        };
+        let key = key.to_owned();
+        let pieces = futures::stream::unfold(Some((Arc::new(file), offset)), move |state| {
+            let key = key.clone();
+            async move {
+                let (file, at) = state?;
+                if at >= end {
+                    return None;
+                }
+                let n = PIECE.min(end - at) as usize;
+                let f = file.clone();
+                let read = blocking(&key, move || {
+                    let mut piece = vec![0; n];
+                    f.read_exact_at(&mut piece, at)?;
+                    Ok(Bytes::from(piece))
+                })
+                .await;
+                match read {
+                    Ok(piece) => Some((Ok(piece), Some((file, at + n as u64)))),
+                    // Shrunk by a concurrent overwrite after the size check.
+                    Err(StoreError::Io { source, .. }) if source.kind() == ErrorKind::UnexpectedEof => {
+                        Some((Err(StoreError::Truncated { key, offset, len }), None))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        });
+        Ok(pieces.boxed())
     }
 
     async fn get_range_into(

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use crate::{Capabilities, DynStore, ObjectMeta, Result, Store};
+use futures::StreamExt;
+
+use crate::{Capabilities, DynStore, ObjectMeta, RangeStream, Result, Store};
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,65 @@ impl RetryStore {
     }
 }
 
+/// The state of a range stream that reopens itself after a break.
+struct Resume {
+    store: RetryStore,
+    key: String,
+    offset: u64,
+    len: u64,
+    /// Bytes delivered to the reader.
+    done: u64,
+    /// Breaks since the last delivered byte.
+    stalls: u32,
+    /// None once the stream has ended (or failed for good).
+    stream: Option<RangeStream>,
+}
+
+impl Resume {
+    async fn next(mut self) -> Option<(Result<Bytes>, Resume)> {
+        loop {
+            let stream = self.stream.as_mut()?;
+            match stream.next().await {
+                Some(Ok(piece)) => {
+                    self.done += piece.len() as u64;
+                    self.stalls = 0;
+                    return Some((Ok(piece), self));
+                }
+                None => return None,
+                Some(Err(e)) => {
+                    self.stalls += 1;
+                    let policy = &self.store.policy;
+                    if !e.is_temporary() || self.stalls >= policy.max_attempts || self.done >= self.len {
+                        self.stream = None;
+                        return Some((Err(e), self));
+                    }
+                    let delay = policy.delay(self.stalls, rand::random::<f64>());
+                    warn!(
+                        store = %self.store.inner.describe(),
+                        op = "get_range",
+                        key = %self.key,
+                        delivered = self.done,
+                        attempt = self.stalls,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %e,
+                        "range read broke off, reading the rest again"
+                    );
+                    tokio::time::sleep(delay).await;
+                    let (key, at, rest) = (self.key.clone(), self.offset + self.done, self.len - self.done);
+                    let inner = &self.store.inner;
+                    match self.store.run("get_range", &key, || inner.get_range_stream(&key, at, rest)).await {
+                        Ok(s) => self.stream = Some(s),
+                        Err(e) => {
+                            self.stream = None;
+                            return Some((Err(e), self));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for RetryStore {
     fn capabilities(&self) -> Capabilities {
@@ -152,6 +213,27 @@ impl Store for RetryStore {
         .await
     }
 
+    /// Opening is retried like any call; a stream that breaks off later is
+    /// opened again for the bytes not yet delivered, so the reader sees one
+    /// unbroken range. Each break that delivered nothing since the previous
+    /// one counts as an attempt: a flaky link that makes progress goes on,
+    /// a dead one fails as any call does.
+    async fn get_range_stream(&self, key: &str, offset: u64, len: u64) -> Result<RangeStream> {
+        let first = self
+            .run("get_range", key, || self.inner.get_range_stream(key, offset, len))
+            .await?;
+        let resume = Resume {
+            store: self.clone(),
+            key: key.to_owned(),
+            offset,
+            len,
+            done: 0,
+            stalls: 0,
+            stream: Some(first),
+        };
+        Ok(futures::stream::unfold(resume, Resume::next).boxed())
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         self.run("head", key, || self.inner.head(key)).await
     }
@@ -174,6 +256,8 @@ impl Store for RetryStore {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
+
+    use futures::TryStreamExt;
 
     use super::*;
     use crate::StoreError;
@@ -278,6 +362,109 @@ mod tests {
         let (flaky, store) = wrap(1, false, 5);
         assert!(store.delete("k").await.is_err());
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Serves `data` as streams that break off after `piece` bytes each,
+    /// `breaks` times in all (then whole); `dead` streams break before
+    /// delivering anything.
+    #[derive(Debug)]
+    struct Breaking {
+        data: Bytes,
+        piece: usize,
+        breaks: AtomicU32,
+        dead: bool,
+        opens: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Store for Breaking {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn describe(&self) -> String {
+            "breaking".into()
+        }
+        async fn create(&self, _: bool) -> Result<()> {
+            Ok(())
+        }
+        async fn put(&self, _: &str, _: Bytes) -> Result<()> {
+            Ok(())
+        }
+        async fn get(&self, _: &str) -> Result<Bytes> {
+            Ok(self.data.clone())
+        }
+        async fn get_range(&self, _: &str, off: u64, len: u64) -> Result<Bytes> {
+            Ok(self.data.slice(off as usize..(off + len) as usize))
+        }
+        async fn get_range_stream(&self, key: &str, off: u64, len: u64) -> Result<RangeStream> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            let range = self.data.slice(off as usize..(off + len) as usize);
+            let broken = || StoreError::Service {
+                key: key.to_owned(),
+                message: "connection reset".into(),
+                temporary: true,
+                source: None,
+            };
+            if self.dead {
+                return Ok(futures::stream::iter(vec![Err(broken())]).boxed());
+            }
+            let breaks = self.breaks.load(Ordering::SeqCst);
+            if breaks == 0 || range.len() <= self.piece {
+                return Ok(futures::stream::iter(vec![Ok(range)]).boxed());
+            }
+            self.breaks.store(breaks - 1, Ordering::SeqCst);
+            let first = range.slice(..self.piece);
+            Ok(futures::stream::iter(vec![Ok(first), Err(broken())]).boxed())
+        }
+        async fn head(&self, _: &str) -> Result<Option<ObjectMeta>> {
+            Ok(None)
+        }
+        async fn list(&self, _: &str) -> Result<Vec<ObjectMeta>> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        async fn retain(&self, _: &str, _: DateTime<Utc>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn breaking(breaks: u32, dead: bool) -> (Arc<Breaking>, RetryStore) {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let inner = Arc::new(Breaking {
+            data: Bytes::from(data),
+            piece: 1_000,
+            breaks: AtomicU32::new(breaks),
+            dead,
+            opens: AtomicU32::new(0),
+        });
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        (inner.clone(), RetryStore::new(inner, policy))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_stream_that_breaks_off_resumes_where_it_stopped() {
+        // More breaks than attempts: each one delivered bytes, so it goes on.
+        let (inner, store) = breaking(6, false);
+        let pieces: Vec<Bytes> = store.get_range_stream("k", 500, 9_000).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(pieces.concat(), &inner.data[500..9_500]);
+        assert_eq!(inner.opens.load(Ordering::SeqCst), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_stream_that_never_delivers_fails_after_the_attempts() {
+        let (inner, store) = breaking(0, true);
+        let got: Result<Vec<Bytes>> = store.get_range_stream("k", 0, 100).await.unwrap().try_collect().await;
+        match got {
+            Err(StoreError::Service { message, .. }) => assert_eq!(message, "connection reset"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(inner.opens.load(Ordering::SeqCst), 4);
     }
 
     #[test]

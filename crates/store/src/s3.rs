@@ -23,7 +23,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 
-use crate::{Capabilities, ObjectMeta, Result, Store, StoreError};
+use futures::StreamExt;
+
+use crate::{Capabilities, ObjectMeta, RangeStream, Result, Store, StoreError};
 
 mod config;
 mod errors;
@@ -47,6 +49,17 @@ impl fmt::Debug for S3Store {
             .field("prefix", &self.config.prefix)
             .field("lock_days", &self.config.lock_days)
             .finish_non_exhaustive()
+    }
+}
+
+/// A response body that broke off: temporary (the connection, not the
+/// object, failed).
+fn body_error(key: &str, e: aws_smithy_types::byte_stream::error::Error) -> StoreError {
+    StoreError::Service {
+        key: key.to_owned(),
+        message: format!("reading the response body: {e}"),
+        temporary: true,
+        source: Some(Box::new(e)),
     }
 }
 
@@ -297,18 +310,36 @@ impl Store for S3Store {
         };
         buf.reserve(len as usize);
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Service {
-                key: key.to_owned(),
-                message: format!("reading the response body: {e}"),
-                temporary: true,
-                source: Some(Box::new(e)),
-            })?;
-            buf.extend_from_slice(&chunk);
+            buf.extend_from_slice(&chunk.map_err(|e| body_error(key, e))?);
         }
         if (buf.len() as u64) < len {
             return Err(truncated(key, offset, len));
         }
         Ok(buf)
+    }
+
+    async fn get_range_stream(&self, key: &str, offset: u64, len: u64) -> Result<RangeStream> {
+        let Some(body) = self.range_body(key, offset, len).await? else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        // (body, bytes so far); a short body ends with Truncated.
+        let key = key.to_owned();
+        let pieces = futures::stream::unfold(Some((body, 0u64)), move |state| {
+            let key = key.clone();
+            async move {
+                let (mut body, got) = state?;
+                match body.next().await {
+                    Some(Ok(piece)) => {
+                        let got = got + piece.len() as u64;
+                        Some((Ok(piece), Some((body, got))))
+                    }
+                    Some(Err(e)) => Some((Err(body_error(&key, e)), None)),
+                    None if got < len => Some((Err(truncated(&key, offset, len)), None)),
+                    None => None,
+                }
+            }
+        });
+        Ok(pieces.boxed())
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {

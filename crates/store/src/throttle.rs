@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::{Capabilities, DynStore, ObjectMeta, Result, Store};
+use crate::{Capabilities, DynStore, ObjectMeta, RangeStream, Result, Store};
 
 /// Token bucket arithmetic, kept free of clocks and sleeping so it can be
 /// tested exactly.
@@ -145,6 +145,13 @@ impl Store for ThrottleStore {
             bucket.take(len).await;
         }
         self.inner.get_range_into(key, offset, len, buf).await
+    }
+
+    async fn get_range_stream(&self, key: &str, offset: u64, len: u64) -> Result<RangeStream> {
+        if let Some(bucket) = &self.download {
+            bucket.take(len).await;
+        }
+        self.inner.get_range_stream(key, offset, len).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {

@@ -180,6 +180,29 @@ mod behaviour {
         assert!(s.get_range_into("packs/none", 0, 1, Vec::new()).await.unwrap_err().is_not_found());
     }
 
+    /// A range as pieces: they add up to the range; a range past the end
+    /// ends the stream with Truncated (at once or after the pieces there are).
+    pub async fn get_range_stream(s: &dyn Store) {
+        let data = pattern(3_000_000, 5);
+        s.put("packs/r", data.clone()).await.unwrap();
+        let read = |off: u64, len: u64| async move {
+            let pieces: Vec<Bytes> = s.get_range_stream("packs/r", off, len).await?.try_collect().await?;
+            Ok::<_, StoreError>(pieces.concat())
+        };
+        assert_eq!(read(7, 2_999_000).await.unwrap(), &data[7..2_999_007]);
+        assert_eq!(read(2_999_990, 10).await.unwrap(), &data[2_999_990..]);
+        assert!(read(3_000_000, 0).await.unwrap().is_empty());
+        match read(2_999_990, 20).await {
+            Err(StoreError::Truncated { key, .. }) => assert_eq!(key, "packs/r"),
+            other => panic!("range past the end: {:?}", other.map(|v| v.len())),
+        }
+        assert!(read(0, 0).await.is_ok());
+        match s.get_range_stream("packs/none", 0, 1).await {
+            Err(e) => assert!(e.is_not_found(), "{e}"),
+            Ok(st) => assert!(st.try_collect::<Vec<_>>().await.unwrap_err().is_not_found()),
+        }
+    }
+
     pub async fn head(s: &dyn Store) {
         assert_eq!(s.head("index/missing").await.unwrap(), None);
         let before = Utc::now() - Duration::minutes(10);
@@ -297,7 +320,7 @@ macro_rules! conformance {
     ($backend:ident, $fixture:expr) => {
         mod $backend {
             use super::*;
-            conformance!(@tests $fixture; put_get_overwrite, get_range, get_range_into, head, list_prefixes,
+            conformance!(@tests $fixture; put_get_overwrite, get_range, get_range_into, get_range_stream, head, list_prefixes,
                 list_many, delete, not_found, concurrent_puts);
         }
     };
