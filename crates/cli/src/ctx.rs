@@ -32,6 +32,14 @@ pub struct Global {
     /// More log output (-v, -vv)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Where to keep the local copy of repository metadata (snapshot and
+    /// index files, trees; still encrypted) [default: $XDG_CACHE_HOME/tidemark
+    /// or ~/.cache/tidemark]
+    #[arg(long, env = "TIDEMARK_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep no local cache: read all metadata from the repository
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 pub fn init_logging(verbose: u8) {
@@ -108,15 +116,31 @@ impl Global {
         self.open_with_prefetch(&self.password()?, kinds)
     }
 
+    /// Open without the local cache, for commands that check what is
+    /// stored (verify): every file is read from the repository.
+    pub fn open_uncached_for(&self, kinds: &[FileKind]) -> Result<Repository> {
+        self.open_in(&self.password()?, kinds, None)
+    }
+
     fn open_with_prefetch(&self, password: &str, kinds: &[FileKind]) -> Result<Repository> {
+        let root = match (self.no_cache, &self.cache_dir) {
+            (true, _) => None,
+            (false, Some(dir)) => Some(dir.clone()),
+            (false, None) => tidemark_repo::cache::Cache::default_root(),
+        };
+        self.open_in(password, kinds, root.as_deref())
+    }
+
+    fn open_in(&self, password: &str, kinds: &[FileKind], cache_root: Option<&std::path::Path>) -> Result<Repository> {
         let loc = self.location()?;
         let opts = self.open_options(None);
-        Ok(tidemark_repo::repo::open_location_prefetching(
+        Ok(tidemark_repo::repo::open_location_cached(
             &loc,
             &opts,
             runtime().handle().clone(),
             password.as_bytes(),
             kinds,
+            cache_root,
         )?)
     }
 

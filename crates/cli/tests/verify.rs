@@ -56,6 +56,17 @@ impl Fixture {
         self.dir.path().join("repo")
     }
 
+    fn cache_root(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// The cache directory of the one repository under the cache root.
+    fn cache(&self) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.cache_root()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.pop().unwrap()
+    }
+
     fn run(&self, args: &[&str]) -> Out {
         let o = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .env_clear()
@@ -63,6 +74,9 @@ impl Fixture {
             .env("TIDEMARK_REPOSITORY", self.repo())
             .env("TIDEMARK_PASSWORD", "pw-verify-tests")
             .env("TIDEMARK_INSECURE_TEST_KDF", "1")
+            // Every command but verify keeps the local cache: damage must be
+            // found all the same.
+            .env("TIDEMARK_CACHE_DIR", self.cache_root())
             .args(args)
             .output()
             .unwrap();
@@ -275,6 +289,62 @@ fn bit_flip_in_a_pack_is_found_by_read_data_and_named_with_its_file() {
         "{}",
         o.stdout
     );
+}
+
+/// The local cache holds the stored (encrypted) bytes; a damaged copy is
+/// read again from the repository; copies of forgotten snapshots go; and
+/// verify checks the repository, not the cache.
+#[test]
+fn the_metadata_cache_holds_stored_bytes_and_never_hides_damage() {
+    let f = Fixture::new();
+    std::fs::write(f.src.join("docs/small0.txt"), "changed\n").unwrap();
+    f.ok(&["-q", "backup", f.src.to_str().unwrap()]);
+    let target = f.dir.path().join("restored");
+    f.ok(&["-q", "restore", "latest", "--target", target.to_str().unwrap()]);
+    let cache = f.cache();
+    for dir in ["snapshots", "index"] {
+        let stored = f.files(dir);
+        assert!(!stored.is_empty());
+        for s in &stored {
+            let copy = cache.join(dir).join(name(s));
+            assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(s).unwrap(), "{}", copy.display());
+        }
+    }
+    let trees: Vec<PathBuf> = walk(&cache.join("trees"));
+    assert!(!trees.is_empty(), "tree ranges are cached");
+    for t in walk(&cache) {
+        let b = std::fs::read(&t).unwrap();
+        assert!(!b.windows(b"small file".len()).any(|w| w == b"small file"), "plaintext in {}", t.display());
+    }
+
+    // A damaged copy: read again from the repository, and replaced.
+    let snap = f.files("snapshots")[0].clone();
+    let copy = cache.join("snapshots").join(name(&snap));
+    flip_bit(&copy, 30);
+    assert_eq!(f.snapshots().len(), 2);
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&snap).unwrap());
+    // Damaged tree copies: the restore still comes out whole.
+    for t in &trees {
+        flip_bit(t, 20);
+    }
+    let again = f.dir.path().join("again");
+    let o = f.ok(&["restore", "latest", "--target", again.to_str().unwrap()]);
+    assert!(o.stderr.contains("damaged"), "the damaged copy is reported: {}", o.stderr);
+    for src in f.src_files() {
+        assert_eq!(std::fs::read(f.restored(&again, &src)).unwrap(), std::fs::read(&src).unwrap());
+    }
+
+    // Damage in the repository with an intact cached copy: verify names it.
+    let victim = f.files("snapshots").into_iter().find(|p| name(p) == f.snapshot).unwrap();
+    flip_bit(&victim, 40);
+    let v = f.verify_json(&[], 3);
+    assert_eq!(problems(&v), BTreeSet::from([("snapshot".into(), f.snapshot.clone())]));
+
+    // Forgotten: the copy goes with the next listing.
+    f.ok(&["-q", "forget", "--keep-last", "1"]);
+    f.snapshots();
+    assert_eq!(walk(&cache.join("snapshots")).len(), 1);
+    assert!(!cache.join("snapshots").join(&f.snapshot).exists());
 }
 
 #[test]

@@ -18,6 +18,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod cache;
 pub mod ceiling;
 pub mod config;
 pub mod copy;

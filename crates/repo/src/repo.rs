@@ -6,6 +6,7 @@
 //! the runtime), so CPU work stays on plain threads and I/O on the runtime.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use tidemark_store::{DynStore, ObjectMeta, StoreError};
 use tokio::runtime::Handle;
 
 use crate::blob::{self, BlobType};
+use crate::cache::Cache;
 use crate::config::RepoConfig;
 use crate::crypto::{Cipher, MasterKey};
 use crate::error::{RepoError, Result};
@@ -85,6 +87,9 @@ pub struct Repository {
     key_id: Id,
     prefetch: Mutex<Prefetch>,
     tree_packs: Mutex<TreePacks>,
+    /// The local copy of metadata (see [`Cache`]); None: read everything
+    /// from the store (verify, which checks what is stored).
+    cache: Option<Cache>,
 }
 
 /// Tree packs read whole (their tree range), by pack id. Walks of a
@@ -126,7 +131,7 @@ const PREFETCH_CONCURRENCY: usize = 8;
 
 /// Every file of `kinds`, fetched with a few requests in flight. Failures
 /// are left out: the normal load reports them.
-async fn fetch_ahead(store: DynStore, kinds: Vec<FileKind>) -> HashMap<String, Bytes> {
+async fn fetch_ahead(store: DynStore, kinds: Vec<FileKind>, cache: Option<Cache>) -> HashMap<String, Bytes> {
     let mut keys = Vec::new();
     for kind in kinds {
         if let Ok(metas) = store.list(kind.dir()).await {
@@ -134,6 +139,7 @@ async fn fetch_ahead(store: DynStore, kinds: Vec<FileKind>) -> HashMap<String, B
                 metas
                     .into_iter()
                     .filter(|m| id_from_key(&m.key).is_some())
+                    .filter(|m| !cache.as_ref().is_some_and(|c| c.has(&m.key)))
                     .map(|m| m.key),
             );
         }
@@ -199,6 +205,7 @@ impl Repository {
             key_id: Id::default(),
             prefetch: Mutex::new(Prefetch::Off),
             tree_packs: Mutex::default(),
+            cache: None,
         };
         repo.key_id = repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
@@ -221,6 +228,19 @@ impl Repository {
         password: &[u8],
         prefetch: &[FileKind],
     ) -> Result<Repository> {
+        Self::open_cached(store, rt, password, prefetch, None)
+    }
+
+    /// [`Repository::open_prefetching`], with the local copy of metadata
+    /// kept under `cache_root` (see [`Cache`]): files cached there are not
+    /// fetched.
+    pub fn open_cached(
+        store: DynStore,
+        rt: Handle,
+        password: &[u8],
+        prefetch: &[FileKind],
+        cache_root: Option<&Path>,
+    ) -> Result<Repository> {
         let config = match rt.block_on(store.get(CONFIG_KEY)) {
             Ok(b) => RepoConfig::from_bytes(&b)?,
             Err(StoreError::NotFound { .. }) => {
@@ -230,10 +250,11 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
+        let cache = cache_root.and_then(|root| Cache::open(root, &config.id));
         let keys = rt.block_on(store.list(FileKind::Key.dir()))?;
         let mut ahead = match prefetch {
             [] => Prefetch::Off,
-            kinds => Prefetch::Pending(rt.spawn(fetch_ahead(store.clone(), kinds.to_vec()))),
+            kinds => Prefetch::Pending(rt.spawn(fetch_ahead(store.clone(), kinds.to_vec(), cache.clone()))),
         };
         for meta in keys {
             let Some(id) = id_from_key(&meta.key) else {
@@ -258,6 +279,7 @@ impl Repository {
                     key_id: id,
                     prefetch: Mutex::new(std::mem::replace(&mut ahead, Prefetch::Off)),
                     tree_packs: Mutex::default(),
+                    cache,
                 });
             }
         }
@@ -326,13 +348,34 @@ impl Repository {
     }
 
     /// Load, check against its id, decrypt and decompress a metadata file.
+    /// Snapshot and index files come from the local cache when it has them
+    /// (a damaged copy is dropped and the file read from the store).
     pub fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
         let key = kind.key(id);
+        let cache = self.cache.as_ref().filter(|_| matches!(kind, FileKind::Snapshot | FileKind::Index));
+        if let Some(bytes) = cache.and_then(|c| c.get(&key)) {
+            match self.open_file(kind, id, &bytes) {
+                Ok(plain) => return Ok(plain),
+                Err(e) => {
+                    tracing::warn!("cached copy of {key} is damaged, reading it again: {e}");
+                    cache.expect("read from it").remove(&key);
+                }
+            }
+        }
         let bytes = match self.take_prefetched(&key) {
             Some(b) => b,
             None => self.get(&key)?,
         };
-        self.open_file(kind, id, &bytes)
+        let plain = self.open_file(kind, id, &bytes)?;
+        if let Some(c) = cache {
+            c.put(&key, &bytes);
+        }
+        Ok(plain)
+    }
+
+    /// The local cache, if this repository keeps one.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
     }
 
     /// A file fetched ahead at open (each is handed out once); waits for the
@@ -381,6 +424,7 @@ impl Repository {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        self.uncache_unlisted(FileKind::Snapshot, &ids);
         // A snapshot removed by a concurrent `forget` between listing and
         // loading is simply gone, not an error.
         let loaded = self.load_many(&ids, |id| match self.load_snapshot(id) {
@@ -444,6 +488,9 @@ impl Repository {
             index.add_file(Some(id), f);
         }
         index.finish();
+        if let Some(c) = &self.cache {
+            c.retain_trees(&|pack| index.tree_extent(pack));
+        }
         Ok(index)
     }
 
@@ -459,10 +506,20 @@ impl Repository {
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
+            self.uncache_unlisted(FileKind::Index, &ids);
             match self.load_many(&ids, |id| self.load_index_file(id)) {
                 Err(RepoError::Store(e)) if e.is_not_found() && attempt < 5 => continue,
                 other => return other,
             }
+        }
+    }
+
+    /// Drop cached files of `kind` that a fresh listing (`listed`) no
+    /// longer shows.
+    fn uncache_unlisted(&self, kind: FileKind, listed: &[Id]) {
+        if let Some(c) = &self.cache {
+            let listed: std::collections::HashSet<String> = listed.iter().map(Id::to_hex).collect();
+            c.retain(kind.dir(), &|name| listed.contains(name));
         }
     }
 
@@ -496,25 +553,43 @@ impl Repository {
             }
             _ => None,
         };
-        let bytes = match held {
-            // Held from an earlier read: a copy whose range does not cover
-            // this blob (another index's extent) is not used.
-            Some((start, b)) if start <= loc.offset && ((loc.offset - start + loc.length) as usize) <= b.len() => {
-                let at = (loc.offset - start) as usize;
-                b.slice(at..at + loc.length as usize)
+        let open = |bytes: &[u8]| {
+            let what = || format!("blob {id} in pack {}", loc.pack);
+            let plain = blob::unseal(&self.cipher, bytes, loc.flags, loc.raw_len, &what)?;
+            if self.key.blob_id(&plain) != *id {
+                return Err(RepoError::corrupt(what(), "content does not match its id"));
             }
-            _ => self.rt.block_on(self.store.get_range(
-                &FileKind::Pack.key(&loc.pack),
-                loc.offset as u64,
-                loc.length as u64,
-            ))?,
+            Ok(plain)
         };
-        let what = || format!("blob {id} in pack {}", loc.pack);
-        let plain = blob::unseal(&self.cipher, &bytes, loc.flags, loc.raw_len, &what)?;
-        if self.key.blob_id(&plain) != *id {
-            return Err(RepoError::corrupt(what(), "content does not match its id"));
+        // Held from an earlier read or the cache: a copy whose range does
+        // not cover this blob (another index's extent) is not used, and a
+        // damaged one is dropped and the blob read from the store.
+        if let Some((start, b)) = held {
+            if start <= loc.offset && ((loc.offset - start + loc.length) as usize) <= b.len() {
+                let at = (loc.offset - start) as usize;
+                match open(&b[at..at + loc.length as usize]) {
+                    Ok(plain) => return Ok(plain),
+                    Err(e) => {
+                        tracing::warn!("held trees of pack {} are damaged, reading the blob again: {e}", loc.pack);
+                        self.forget_tree_pack(&loc.pack, start, start + b.len() as u32);
+                    }
+                }
+            }
         }
-        Ok(plain)
+        let bytes = self.rt.block_on(self.store.get_range(
+            &FileKind::Pack.key(&loc.pack),
+            loc.offset as u64,
+            loc.length as u64,
+        ))?;
+        open(&bytes)
+    }
+
+    /// Drop a held (and cached) tree range found damaged.
+    fn forget_tree_pack(&self, pack: &Id, start: u32, end: u32) {
+        self.tree_packs.lock().expect("poisoned").cells.remove(pack);
+        if let Some(c) = &self.cache {
+            c.remove_trees(pack, start, end);
+        }
     }
 
     /// The tree range `start..end` of `pack`, read once and held (see
@@ -529,9 +604,17 @@ impl Repository {
         let got = cell
             .get_or_init(|| {
                 fetched = true;
+                if let Some(b) = self.cache.as_ref().and_then(|c| c.get_trees(pack, start, end)) {
+                    return Some((start, b));
+                }
                 let key = FileKind::Pack.key(pack);
                 match self.rt.block_on(self.store.get_range(&key, start as u64, (end - start) as u64)) {
-                    Ok(b) => Some((start, b)),
+                    Ok(b) => {
+                        if let Some(c) = &self.cache {
+                            c.put_trees(pack, start, end, &b);
+                        }
+                        Some((start, b))
+                    }
                     Err(e) => {
                         tracing::debug!("reading the trees of pack {pack} at once: {e}");
                         None
@@ -670,6 +753,19 @@ pub fn open_location_prefetching(
     password: &[u8],
     prefetch: &[FileKind],
 ) -> Result<Repository> {
+    open_location_cached(loc, opts, rt, password, prefetch, None)
+}
+
+/// [`open_location_prefetching`], keeping the local copy of metadata under
+/// `cache_root` (see [`Cache`]).
+pub fn open_location_cached(
+    loc: &tidemark_store::Location,
+    opts: &tidemark_store::OpenOptions,
+    rt: Handle,
+    password: &[u8],
+    prefetch: &[FileKind],
+    cache_root: Option<&Path>,
+) -> Result<Repository> {
     let store = loc.open(opts)?;
     let config = match rt.block_on(store.get(CONFIG_KEY)) {
         Ok(b) => crate::config::RepoConfig::from_bytes(&b)?,
@@ -687,7 +783,7 @@ pub fn open_location_prefetching(
         })?,
         None => store,
     };
-    Repository::open_prefetching(store, rt, password, prefetch)
+    Repository::open_cached(store, rt, password, prefetch, cache_root)
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open_for(Global::INDEX_AND_SNAPSHOTS)?;
+    // Checks what is stored: nothing from the local cache.
+    let repo = g.open_uncached_for(Global::INDEX_AND_SNAPSHOTS)?;
     let read_data = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => s,
