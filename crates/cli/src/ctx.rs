@@ -116,22 +116,23 @@ impl Global {
         self.open_with_prefetch(&self.password()?, kinds)
     }
 
-    /// Open without the local cache, for commands that check what is
-    /// stored (verify): every file is read from the repository.
+    /// Open for commands that check what is stored (verify): every file is
+    /// read from the repository, none from the local cache; the cache keeps
+    /// copies of those that check out.
     pub fn open_uncached_for(&self, kinds: &[FileKind]) -> Result<Repository> {
-        self.open_in(&self.password()?, kinds, None)
+        self.open_in(&self.password()?, kinds, true)
     }
 
     fn open_with_prefetch(&self, password: &str, kinds: &[FileKind]) -> Result<Repository> {
+        self.open_in(password, kinds, false)
+    }
+
+    fn open_in(&self, password: &str, kinds: &[FileKind], write_only: bool) -> Result<Repository> {
         let root = match (self.no_cache, &self.cache_dir) {
             (true, _) => None,
             (false, Some(dir)) => Some(dir.clone()),
             (false, None) => tidemark_repo::cache::Cache::default_root(),
         };
-        self.open_in(password, kinds, root.as_deref())
-    }
-
-    fn open_in(&self, password: &str, kinds: &[FileKind], cache_root: Option<&std::path::Path>) -> Result<Repository> {
         let loc = self.location()?;
         let opts = self.open_options(None);
         Ok(tidemark_repo::repo::open_location_cached(
@@ -140,7 +141,8 @@ impl Global {
             runtime().handle().clone(),
             password.as_bytes(),
             kinds,
-            cache_root,
+            root.as_deref(),
+            write_only,
         )?)
     }
 

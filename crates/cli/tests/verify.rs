@@ -345,6 +345,16 @@ fn the_metadata_cache_holds_stored_bytes_and_never_hides_damage() {
     f.snapshots();
     assert_eq!(walk(&cache.join("snapshots")).len(), 1);
     assert!(!cache.join("snapshots").join(&f.snapshot).exists());
+
+    // Verify reads nothing from the cache but keeps copies of what checks out.
+    std::fs::remove_dir_all(f.cache_root()).unwrap();
+    f.verify_json(&[], 0);
+    let cache = f.cache();
+    for dir in ["snapshots", "index"] {
+        let copies: Vec<String> = walk(&cache.join(dir)).iter().map(|p| name(p)).collect();
+        let stored: Vec<String> = f.files(dir).iter().map(|p| name(p)).collect();
+        assert_eq!(copies, stored, "{dir}");
+    }
 }
 
 #[test]

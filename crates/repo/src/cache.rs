@@ -27,6 +27,9 @@ use crate::id::Id;
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    /// False: copies are written but never read (verify checks what is
+    /// stored, and leaves the copies of what it checked for later commands).
+    read: bool,
 }
 
 /// Subdirectory of tree ranges, named `<pack>.<start>-<end>`.
@@ -49,12 +52,17 @@ impl Cache {
             .iter()
             .try_for_each(|sub| fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join(sub)));
         match made {
-            Ok(()) => Some(Cache { dir }),
+            Ok(()) => Some(Cache { dir, read: true }),
             Err(e) => {
                 tracing::warn!("no local cache (it only saves requests): {}: {e}", dir.display());
                 None
             }
         }
+    }
+
+    /// The same cache, written but never read.
+    pub fn write_only(self) -> Cache {
+        Cache { read: false, ..self }
     }
 
     pub fn dir(&self) -> &Path {
@@ -63,6 +71,9 @@ impl Cache {
 
     /// The cached copy of a stored file (`index/<id>`, `snapshots/<id>`).
     pub fn get(&self, key: &str) -> Option<Bytes> {
+        if !self.read {
+            return None;
+        }
         fs::read(self.dir.join(key)).ok().map(Bytes::from)
     }
 
@@ -90,8 +101,9 @@ impl Cache {
         let _ = fs::remove_file(self.dir.join(key));
     }
 
+    /// Whether a copy would be read (a write-only cache has none).
     pub fn has(&self, key: &str) -> bool {
-        self.dir.join(key).is_file()
+        self.read && self.dir.join(key).is_file()
     }
 
     /// Remove the cached files of `dir` (`index/`, `snapshots/`) whose name
@@ -183,5 +195,11 @@ mod tests {
         assert!(cache.get_trees(&q, 0, 5).is_none());
         cache.retain_trees(&|id| (*id == p).then_some((10, 30)));
         assert!(cache.get_trees(&p, 10, 20).is_none());
+        // Written but never read.
+        let w = cache.write_only();
+        w.put_trees(&p, 0, 4, &[5; 4]);
+        assert!(w.get_trees(&p, 0, 4).is_none());
+        assert!(!w.has(&format!("trees/{}.0-4", p.to_hex())));
+        assert!(w.dir().join(format!("trees/{}.0-4", p.to_hex())).is_file());
     }
 }

@@ -228,18 +228,20 @@ impl Repository {
         password: &[u8],
         prefetch: &[FileKind],
     ) -> Result<Repository> {
-        Self::open_cached(store, rt, password, prefetch, None)
+        Self::open_cached(store, rt, password, prefetch, None, false)
     }
 
     /// [`Repository::open_prefetching`], with the local copy of metadata
     /// kept under `cache_root` (see [`Cache`]): files cached there are not
-    /// fetched.
+    /// fetched. `write_only`: every file is read from the store, and the
+    /// copies of those that check out are kept (verify).
     pub fn open_cached(
         store: DynStore,
         rt: Handle,
         password: &[u8],
         prefetch: &[FileKind],
         cache_root: Option<&Path>,
+        write_only: bool,
     ) -> Result<Repository> {
         let config = match rt.block_on(store.get(CONFIG_KEY)) {
             Ok(b) => RepoConfig::from_bytes(&b)?,
@@ -251,6 +253,7 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let cache = cache_root.and_then(|root| Cache::open(root, &config.id));
+        let cache = if write_only { cache.map(Cache::write_only) } else { cache };
         let keys = rt.block_on(store.list(FileKind::Key.dir()))?;
         let mut ahead = match prefetch {
             [] => Prefetch::Off,
@@ -753,7 +756,7 @@ pub fn open_location_prefetching(
     password: &[u8],
     prefetch: &[FileKind],
 ) -> Result<Repository> {
-    open_location_cached(loc, opts, rt, password, prefetch, None)
+    open_location_cached(loc, opts, rt, password, prefetch, None, false)
 }
 
 /// [`open_location_prefetching`], keeping the local copy of metadata under
@@ -765,6 +768,7 @@ pub fn open_location_cached(
     password: &[u8],
     prefetch: &[FileKind],
     cache_root: Option<&Path>,
+    write_only: bool,
 ) -> Result<Repository> {
     let store = loc.open(opts)?;
     let config = match rt.block_on(store.get(CONFIG_KEY)) {
@@ -783,7 +787,7 @@ pub fn open_location_cached(
         })?,
         None => store,
     };
-    Repository::open_cached(store, rt, password, prefetch, cache_root)
+    Repository::open_cached(store, rt, password, prefetch, cache_root, write_only)
 }
 
 #[cfg(test)]
