@@ -272,6 +272,40 @@ fn forget_policy_keeps_the_right_snapshots() {
     assert_eq!(left, want);
 }
 
+/// A snapshot file the store refuses to delete (`chattr +i`, as S3 Object
+/// Lock would refuse): forget removes the others, fails naming the one left
+/// and how many went, and a later run finishes.
+#[test]
+fn forget_reports_the_snapshot_it_could_not_remove() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = init(t.path());
+    let a = t.path().join("a");
+    let mut ids = Vec::new();
+    for i in 0..4u64 {
+        write_files(&a, &HashMap::from([("f".to_string(), bytes(i, 10_000))]));
+        ids.push(backup(&repo, &a, &[]));
+    }
+    let stuck = repo.join("snapshots").join(&ids[1]);
+    assert!(stuck.exists(), "{}", stuck.display());
+    let chattr = |flag: &str| {
+        let st = Command::new("chattr").arg(flag).arg(&stuck).status();
+        st.is_ok_and(|s| s.success())
+    };
+    assert!(chattr("+i"), "chattr +i {}", stuck.display());
+    let o = run(&repo, &["forget", "--keep-last", "1"]);
+    assert!(chattr("-i"), "chattr -i {}", stuck.display());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("forget removed 2 of 3 snapshots") && stderr.contains(&ids[1]),
+        "{stderr}"
+    );
+    let left: BTreeSet<String> = snapshots(&repo).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(left, BTreeSet::from([ids[1].clone(), ids[3].clone()]));
+    ok(&repo, &["forget", "--keep-last", "1"]);
+    assert_eq!(snapshots(&repo).len(), 1);
+}
+
 #[test]
 fn forget_and_prune_shrink_the_repository_and_what_is_left_restores() {
     let t = tempfile::tempdir().unwrap();

@@ -337,49 +337,71 @@ pub fn apply(repo: &Repository, report: &mut Report) -> Result<()> {
         source: Some(Box::new(e.into())),
     })?;
     let mut failure = None;
-    let mut unlisted = Vec::new();
-    for line in &report.remove {
-        match delete(repo, FileKind::Catalog, &line.id) {
-            Ok(()) => unlisted.push(line.id),
-            Err(e) => {
-                failure = Some(ClusterError::Stopped {
-                    what: format!(
-                        "forgetting backup {}: its catalog entry could not be deleted, so it is still listed and \
-                         complete (nothing of it was removed)",
-                        line.short_id
-                    ),
-                    source: Some(Box::new(e.into())),
-                });
-                break;
-            }
+    let entries: Vec<Id> = report.remove.iter().map(|l| l.id).collect();
+    let listed = match delete(repo, FileKind::Catalog, &entries) {
+        Ok(()) => BTreeSet::new(),
+        Err(left) => {
+            let names: Vec<&str> = report
+                .remove
+                .iter()
+                .filter(|l| left.ids.contains(&l.id))
+                .map(|l| l.short_id.as_str())
+                .collect();
+            let what = match names.as_slice() {
+                [one] => format!(
+                    "forgetting backup {one}: its catalog entry could not be deleted, so it is still listed and \
+                     complete (nothing of it was removed)"
+                ),
+                many => format!(
+                    "forgetting backups {}: their catalog entries could not be deleted, so they are still listed \
+                     and complete (nothing of them was removed)",
+                    many.join(", ")
+                ),
+            };
+            failure = Some(ClusterError::Stopped {
+                what,
+                source: Some(Box::new(left.error.into())),
+            });
+            left.ids
         }
-    }
-    // Only the snapshots of backups that are no longer listed may go.
-    let gone: BTreeSet<Id> = report
-        .remove
+    };
+    // Only the snapshots of backups that are no longer listed may go, and
+    // none that a backup still listed (its entry refused) is made of.
+    let (unlisted, still): (Vec<&BackupLine>, Vec<&BackupLine>) =
+        report.remove.iter().partition(|l| !listed.contains(&l.id));
+    let needed: BTreeSet<Id> = still
         .iter()
-        .filter(|l| unlisted.contains(&l.id))
         .flat_map(|l| l.node_snapshots.iter().copied())
         .collect();
-    report.remove.retain(|l| unlisted.contains(&l.id));
+    let gone: BTreeSet<Id> = unlisted
+        .iter()
+        .flat_map(|l| l.node_snapshots.iter().copied())
+        .filter(|s| !needed.contains(s))
+        .collect();
+    report.remove.retain(|l| !listed.contains(&l.id));
     let mut stuck = Vec::new();
-    let mut removed = Vec::new();
-    for s in report.snapshots_removed.iter().filter(|s| gone.contains(s)) {
-        match delete(repo, FileKind::Snapshot, s) {
-            Ok(()) => removed.push(*s),
-            Err(e) => stuck.push(format!("{}: {e}", s.short())),
+    let doomed: Vec<Id> = report
+        .snapshots_removed
+        .iter()
+        .filter(|s| gone.contains(s))
+        .copied()
+        .collect();
+    report.snapshots_removed = match delete(repo, FileKind::Snapshot, &doomed) {
+        Ok(()) => doomed,
+        Err(left) => {
+            stuck.push(format!("{}: {}", shorts(&left.ids), left.error));
+            doomed
+                .into_iter()
+                .filter(|s| !left.ids.contains(s))
+                .collect()
         }
-    }
-    report.snapshots_removed = removed;
+    };
     if failure.is_none() {
-        let mut left = Vec::new();
-        for l in std::mem::take(&mut report.leftovers) {
-            match delete(repo, FileKind::Snapshot, &l.snapshot) {
-                Ok(()) => left.push(l),
-                Err(e) => stuck.push(format!("{} (leftover): {e}", l.snapshot.short())),
-            }
+        let leftovers: Vec<Id> = report.leftovers.iter().map(|l| l.snapshot).collect();
+        if let Err(left) = delete(repo, FileKind::Snapshot, &leftovers) {
+            stuck.push(format!("{} (leftovers): {}", shorts(&left.ids), left.error));
+            report.leftovers.retain(|l| !left.ids.contains(&l.snapshot));
         }
-        report.leftovers = left;
     }
     lock.release();
     if !stuck.is_empty() {
@@ -396,12 +418,34 @@ pub fn apply(repo: &Repository, report: &mut Report) -> Result<()> {
     failure.map_or(Ok(()), Err)
 }
 
-/// Deletes one file; one already gone counts as deleted (a re-run).
-fn delete(repo: &Repository, kind: FileKind, id: &Id) -> Result<(), RepoError> {
-    match repo.delete_file(kind, id) {
-        Err(RepoError::Store(e)) if e.is_not_found() => Ok(()),
-        r => r,
-    }
+/// Files a delete left behind, and the store's error naming each.
+struct Left {
+    ids: BTreeSet<Id>,
+    error: RepoError,
+}
+
+/// Deletes the files all at once (on object storage one request per
+/// thousand); one already gone counts as deleted (a re-run).
+fn delete(repo: &Repository, kind: FileKind, ids: &[Id]) -> Result<(), Left> {
+    let keys: Vec<String> = ids.iter().map(|id| kind.key(id)).collect();
+    repo.block_on(repo.store().delete_many(&keys))
+        .map_err(|error| {
+            let failed: BTreeSet<&str> = error.keys().collect();
+            let ids = ids
+                .iter()
+                .zip(&keys)
+                .filter(|(_, k)| failed.contains(k.as_str()))
+                .map(|(id, _)| *id)
+                .collect();
+            Left {
+                ids,
+                error: RepoError::Store(error.into()),
+            }
+        })
+}
+
+fn shorts(ids: &BTreeSet<Id>) -> String {
+    ids.iter().map(Id::short).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

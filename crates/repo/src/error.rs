@@ -67,6 +67,15 @@ pub enum RepoError {
 
     #[error("repository is locked exclusively by {holder}")]
     Locked { holder: String },
+
+    /// A step over many objects stopped part-way: `done` says what it did,
+    /// the source which objects were left and why.
+    #[error("{done}")]
+    Incomplete {
+        done: String,
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl RepoError {

@@ -397,10 +397,24 @@ pub fn forget<Tz: TimeZone>(
         // The lock only announces the session (prune is conservative while it
         // is live); removing snapshot files needs no exclusion.
         let lock = Lock::acquire(repo, LockKind::Forget)?;
-        for d in groups.iter().flat_map(|g| &g.remove) {
-            repo.delete_file(FileKind::Snapshot, &d.id)?;
-        }
+        let keys: Vec<String> = groups
+            .iter()
+            .flat_map(|g| &g.remove)
+            .map(|d| FileKind::Snapshot.key(&d.id))
+            .collect();
+        // All at once: one request per thousand on object storage.
+        let deleted = repo.block_on(repo.store().delete_many(&keys));
         lock.release();
+        if let Err(left) = deleted {
+            return Err(RepoError::Incomplete {
+                done: format!(
+                    "forget removed {} of {} snapshots; the others are still there",
+                    keys.len().saturating_sub(left.len()),
+                    keys.len()
+                ),
+                source: left.into(),
+            });
+        }
     }
     Ok(groups)
 }

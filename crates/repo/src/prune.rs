@@ -358,13 +358,12 @@ pub fn prune(
         if changed || files.len() > 1 {
             progress.phase("writing index");
             st.index_files_written = write_index(repo, live, obsolete)? as u64;
-            for (id, _) in &files {
-                repo.delete_file(FileKind::Index, id)?;
-            }
+            let read: Vec<&Id> = files.iter().map(|(id, _)| id).collect();
+            delete_files(repo, FileKind::Index, read)?;
         }
         st.index_files_written += new_index_files.len() as u64;
         progress.phase("deleting packs");
-        delete_packs(repo, deletions.iter().chain(&unindexed))?;
+        delete_files(repo, FileKind::Pack, deletions.iter().chain(&unindexed))?;
         // What killed writers left (a local disk's temporaries, among them
         // the pack a killed backup was filling), by the unindexed packs' rule.
         let before = horizon.min(young);
@@ -590,12 +589,18 @@ fn write_index(
     Ok(written)
 }
 
-fn delete_packs<'a>(repo: &Repository, ids: impl Iterator<Item = &'a Id>) -> Result<()> {
-    let ids: Vec<&Id> = ids.collect();
-    io_pool().install(|| {
-        ids.par_iter()
-            .try_for_each(|id| repo.delete_file(FileKind::Pack, id))
-    })
+/// Deletes the files all at once ([`Store::delete_many`]: on object storage
+/// one request per thousand); an error names each file left behind.
+///
+/// [`Store::delete_many`]: tidemark_store::Store::delete_many
+fn delete_files<'a>(
+    repo: &Repository,
+    kind: FileKind,
+    ids: impl IntoIterator<Item = &'a Id>,
+) -> Result<()> {
+    let keys: Vec<String> = ids.into_iter().map(|id| kind.key(id)).collect();
+    repo.block_on(repo.store().delete_many(&keys))
+        .map_err(|left| RepoError::Store(left.into()))
 }
 
 /// Extend Object Lock retention of what is still in use to now + `days`.

@@ -134,15 +134,21 @@ fn rebuild(repo: &Repository, progress: &dyn Progress) -> Result<RepairReport> {
     }
 
     progress.phase("removing old index files");
-    for id in old {
-        // An unchanged repository rebuilds byte-identical content, but the
-        // sealing nonce differs, so a new id never equals an old one.
-        if report.index_files_written.contains(&id) {
-            continue;
-        }
-        repo.delete_file(FileKind::Index, &id)?;
-        report.index_files_removed.push(id);
+    // An unchanged repository rebuilds byte-identical content, but the
+    // sealing nonce differs, so a new id never equals an old one.
+    old.retain(|id| !report.index_files_written.contains(id));
+    let keys: Vec<String> = old.iter().map(|id| FileKind::Index.key(id)).collect();
+    if let Err(left) = repo.block_on(repo.store().delete_many(&keys)) {
+        return Err(RepoError::Incomplete {
+            done: format!(
+                "repair wrote the new index but removed only {} of {} old index files",
+                keys.len().saturating_sub(left.len()),
+                keys.len()
+            ),
+            source: left.into(),
+        });
     }
+    report.index_files_removed = old;
     Ok(report)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Parts:
 //! - [`Store`]: the trait every backend implements (put, get, get range, head,
-//!   list, delete, retain, create), with [`Capabilities`] as plain data.
+//!   list, delete, delete many, retain, create), with [`Capabilities`] as
+//!   plain data.
 //! - [`local`]: a directory on a local filesystem (atomic writes by rename).
 //! - [`s3`]: any S3-compatible object store (aws-sdk-s3), including Object
 //!   Lock; its inherent methods list and delete single versions.
@@ -33,7 +34,7 @@ pub mod retry;
 pub mod s3;
 pub mod throttle;
 
-pub use error::{Result, StoreError};
+pub use error::{DeleteFailure, Result, StoreError, Undeleted};
 pub use local::LocalStore;
 pub use location::{Location, OpenOptions};
 pub use retry::{RetryPolicy, RetryStore};
@@ -131,6 +132,29 @@ pub trait Store: Send + Sync + Debug {
     /// Remove an object. Removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// Remove many objects, as [`Store::delete`] does each (a missing one is
+    /// not an error). A partial failure names exactly the keys that may
+    /// still be there, with why; every other key is gone, so a caller can
+    /// report what it removed. The default deletes one key per request,
+    /// [`DELETES_IN_FLIGHT`] at a time: hundreds of snapshot or index files
+    /// deleted one after another cost seconds behind a network.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), Undeleted> {
+        // The futures are made first: a closure inside the stream would
+        // make this `Send` future too general for the compiler to prove.
+        let deletes: Vec<_> = keys
+            .iter()
+            .map(|key| async move { (key, self.delete(key).await) })
+            .collect();
+        let mut results = futures::stream::iter(deletes).buffer_unordered(DELETES_IN_FLIGHT);
+        let mut undeleted = Undeleted::default();
+        while let Some((key, result)) = results.next().await {
+            if let Err(e) = result {
+                undeleted.push(vec![key.clone()], e);
+            }
+        }
+        undeleted.into_result()
+    }
+
     /// Keep the current version of `key` undeletable and unchangeable until
     /// `until` (COMPLIANCE mode); never shortens an existing retention. Only
     /// when `capabilities().retention`; otherwise [`StoreError::Unsupported`].
@@ -154,6 +178,11 @@ pub trait Store: Send + Sync + Debug {
         Ok(0)
     }
 }
+
+/// Single deletes in flight in the default [`Store::delete_many`]: enough to
+/// hide a round trip of tens of milliseconds, few enough not to be throttled
+/// by an object store or to flood a local disk's blocking pool.
+pub const DELETES_IN_FLIGHT: usize = 16;
 
 /// Shared handle to a store; open sets of backends are `Arc<dyn Store>`.
 pub type DynStore = Arc<dyn Store>;

@@ -6,6 +6,7 @@
 //! bucket do not retry in lock step, while no retry comes sooner than half
 //! the planned delay.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tracing::warn;
 
 use futures::StreamExt;
 
-use crate::{Capabilities, DynStore, ObjectMeta, RangeStream, Result, Store};
+use crate::{Capabilities, DynStore, ObjectMeta, RangeStream, Result, Store, Undeleted};
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +247,45 @@ impl Store for RetryStore {
         self.run("delete", key, || self.inner.delete(key)).await
     }
 
+    /// A partial failure is retried for the keys that failed with a
+    /// temporary error only: the others are gone, or will not go by asking
+    /// again. The attempts count calls, as for any operation.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), Undeleted> {
+        let mut pending = Cow::Borrowed(keys);
+        let mut lasting = Undeleted::default();
+        let mut attempt = 1;
+        loop {
+            let Err(failed) = self.inner.delete_many(&pending).await else {
+                return lasting.into_result();
+            };
+            let (temporary, permanent): (Vec<_>, Vec<_>) = failed
+                .failures
+                .into_iter()
+                .partition(|f| f.error.is_temporary());
+            lasting.failures.extend(permanent);
+            if temporary.is_empty() || attempt >= self.policy.max_attempts {
+                lasting.failures.extend(temporary);
+                return lasting.into_result();
+            }
+            let delay = self.policy.delay(attempt, rand::random::<f64>());
+            let error = temporary[0].error.to_string();
+            let retry: Vec<String> = temporary.into_iter().flat_map(|f| f.keys).collect();
+            warn!(
+                store = %self.inner.describe(),
+                op = "delete_many",
+                keys = retry.len(),
+                error = %error,
+                attempt,
+                max_attempts = self.policy.max_attempts,
+                delay_ms = delay.as_millis() as u64,
+                "temporary storage error, retrying the keys not deleted"
+            );
+            tokio::time::sleep(delay).await;
+            pending = Cow::Owned(retry);
+            attempt += 1;
+        }
+    }
+
     async fn retain(&self, key: &str, until: DateTime<Utc>) -> Result<()> {
         self.run("retain", key, || self.inner.retain(key, until))
             .await
@@ -268,6 +308,8 @@ mod tests {
         failures: u32,
         calls: AtomicU32,
         temporary: bool,
+        /// The keys of every `delete_many` call.
+        deletes: std::sync::Mutex<Vec<Vec<String>>>,
     }
 
     impl Flaky {
@@ -314,6 +356,30 @@ mod tests {
         async fn delete(&self, key: &str) -> Result<()> {
             self.attempt(key)
         }
+        /// By key name: `perm*` keys fail for good; `temp*` keys fail as one
+        /// batch (a request cut off) in the calls planned to fail; the
+        /// others go.
+        async fn delete_many(&self, keys: &[String]) -> Result<(), Undeleted> {
+            self.deletes.lock().unwrap().push(keys.to_vec());
+            let with = |prefix: &str| -> Vec<String> {
+                keys.iter()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            };
+            let mut undeleted = Undeleted::default();
+            if let Err(e) = self.attempt("temp") {
+                undeleted.push(with("temp"), e);
+            }
+            for key in with("perm") {
+                let error = StoreError::Denied {
+                    key: key.clone(),
+                    message: "locked".into(),
+                };
+                undeleted.push(vec![key], error);
+            }
+            undeleted.into_result()
+        }
         async fn retain(&self, key: &str, _: DateTime<Utc>) -> Result<()> {
             self.attempt(key)
         }
@@ -324,6 +390,7 @@ mod tests {
             failures,
             calls: AtomicU32::new(0),
             temporary,
+            deletes: Default::default(),
         });
         let policy = RetryPolicy {
             max_attempts,
@@ -362,6 +429,55 @@ mod tests {
         let (flaky, store) = wrap(1, false, 5);
         assert!(store.delete("k").await.is_err());
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn strings(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_delete_is_retried_for_the_temporary_failures_only() {
+        let keys = strings(&["a", "temp1", "perm1", "b", "temp2"]);
+        let (inner, store) = wrap(2, true, 5);
+        let undeleted = store.delete_many(&keys).await.unwrap_err();
+        // The retries asked only for the keys that failed temporarily.
+        let calls = inner.deletes.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![
+                keys.clone(),
+                strings(&["temp1", "temp2"]),
+                strings(&["temp1", "temp2"])
+            ]
+        );
+        assert_eq!(undeleted.keys().collect::<Vec<_>>(), ["perm1"]);
+        assert!(matches!(
+            undeleted.failures[0].error,
+            StoreError::Denied { .. }
+        ));
+        assert!(!StoreError::from(undeleted).is_temporary());
+
+        // Out of attempts: what failed for good and what failed last.
+        let (inner, store) = wrap(10, true, 3);
+        let undeleted = store.delete_many(&keys).await.unwrap_err();
+        assert_eq!(inner.deletes.lock().unwrap().len(), 3);
+        assert_eq!(
+            undeleted.keys().collect::<Vec<_>>(),
+            ["perm1", "temp1", "temp2"]
+        );
+        assert!(
+            matches!(&undeleted.failures[1].error, StoreError::Service { message, .. } if message == "planned failure 2")
+        );
+        let shown = undeleted.to_string();
+        assert!(
+            shown.starts_with("3 objects not deleted (perm1, temp1, temp2): "),
+            "{shown}"
+        );
+
+        // Nothing fails: one call.
+        let (inner, store) = wrap(0, true, 5);
+        store.delete_many(&strings(&["a", "temp1"])).await.unwrap();
+        assert_eq!(inner.deletes.lock().unwrap().len(), 1);
     }
 
     /// Serves `data` as streams that break off after `piece` bytes each,

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::{Capabilities, DynStore, ObjectMeta, RangeStream, Result, Store};
+use crate::{Capabilities, DynStore, ObjectMeta, RangeStream, Result, Store, Undeleted};
 
 /// Token bucket arithmetic, kept free of clocks and sleeping so it can be
 /// tested exactly.
@@ -164,6 +164,10 @@ impl Store for ThrottleStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), Undeleted> {
+        self.inner.delete_many(keys).await
     }
 
     async fn retain(&self, key: &str, until: DateTime<Utc>) -> Result<()> {

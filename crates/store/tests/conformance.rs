@@ -285,6 +285,35 @@ mod behaviour {
         s.delete("locks/never-existed").await.unwrap();
     }
 
+    pub async fn delete_many(s: &dyn Store) {
+        // Three S3 DeleteObjects batches (1,000 keys each), with 300 keys
+        // that never existed among them.
+        let present: Vec<String> = (0..2200)
+            .map(|i| format!("gone/{:02x}/{i:05}", i % 256))
+            .collect();
+        stream::iter(present.iter())
+            .map(|k| s.put(k, b("x")))
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>()
+            .await
+            .unwrap();
+        for k in ["gone-not/a", "gonea", "kept/b"] {
+            s.put(k, b("y")).await.unwrap();
+        }
+        let mut doomed = present.clone();
+        doomed.extend((0..300).map(|i| format!("gone/missing/{i}")));
+        assert_eq!(doomed.len(), 2500);
+        s.delete_many(&doomed).await.unwrap();
+        assert!(s.list("gone/").await.unwrap().is_empty());
+        assert_eq!(
+            keys(s, "").await,
+            BTreeSet::from(["gone-not/a", "gonea", "kept/b"].map(String::from))
+        );
+        // Again (all missing now), and nothing at all: no error.
+        s.delete_many(&doomed[..10]).await.unwrap();
+        s.delete_many(&[]).await.unwrap();
+    }
+
     pub async fn not_found(s: &dyn Store) {
         match s.get("keys/missing").await {
             Err(StoreError::NotFound { key }) => assert_eq!(key, "keys/missing"),
@@ -321,7 +350,7 @@ macro_rules! conformance {
         mod $backend {
             use super::*;
             conformance!(@tests $fixture; put_get_overwrite, get_range, get_range_into, get_range_stream, head, list_prefixes,
-                list_many, delete, not_found, concurrent_puts);
+                list_many, delete, delete_many, not_found, concurrent_puts);
         }
     };
     (@tests $fixture:expr; $($name:ident),*) => {
@@ -389,6 +418,15 @@ async fn s3_wrong_secret_is_denied() {
         Err(StoreError::Denied { key, .. }) => assert_eq!(key, "anything"),
         other => panic!("{other:?} from {}", server.endpoint),
     }
+    // A refused DeleteObjects request fails for every key it carried.
+    let doomed: Vec<String> = (0..3).map(|i| format!("index/{i}")).collect();
+    let undeleted = store.delete_many(&doomed).await.unwrap_err();
+    assert_eq!(undeleted.keys().collect::<Vec<_>>(), doomed);
+    assert!(
+        matches!(undeleted.failures[0].error, StoreError::Denied { .. }),
+        "{undeleted:?}"
+    );
+    assert!(!undeleted.is_temporary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,6 +497,43 @@ async fn s3_object_lock_refuses_version_deletion_and_extends_retention() {
         store.delete_version("data/ab/pack", &version).await,
         Err(StoreError::Denied { .. })
     ));
+}
+
+/// `delete_many` (DeleteObjects) on an Object Lock bucket does what `delete`
+/// does: a delete marker hides each object, the locked versions stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_lock_delete_many_leaves_delete_markers() {
+    let bucket = random_name("locked-");
+    let store = s3_direct(&bucket, Some(1));
+    store.create(true).await.unwrap();
+    let doomed: Vec<String> = (0..3).map(|i| format!("snapshots/{i}")).collect();
+    for k in &doomed {
+        store.put(k, b("s")).await.unwrap();
+    }
+    store.put("snapshots/kept", b("k")).await.unwrap();
+    let mut with_missing = doomed.clone();
+    with_missing.push("snapshots/never".into());
+    store.delete_many(&with_missing).await.unwrap();
+    assert_eq!(
+        keys(&store, "snapshots/").await,
+        BTreeSet::from(["snapshots/kept".to_string()])
+    );
+    let versions = store.list_versions("snapshots/").await.unwrap();
+    for k in &doomed {
+        let of_key: Vec<_> = versions.iter().filter(|v| &v.key == k).collect();
+        assert!(
+            of_key.iter().any(|v| v.delete_marker && v.is_latest),
+            "{versions:?}"
+        );
+        let locked = of_key
+            .iter()
+            .find(|v| !v.delete_marker)
+            .expect("the locked version stays");
+        assert!(matches!(
+            store.delete_version(k, &locked.version_id).await,
+            Err(StoreError::Denied { .. })
+        ));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

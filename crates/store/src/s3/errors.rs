@@ -74,22 +74,12 @@ where
     let code = err.code().unwrap_or_default();
     let message = DisplayErrorContext(&err).to_string();
     let is_service = matches!(err, SdkError::ServiceError(_));
-    let temporary = match code {
-        c if c.contains("ObjectLockConfiguration") => return Kind::NoRetention,
-        "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" => return Kind::NotFound,
-        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
-            return Kind::Denied(message)
-        }
-        "InvalidRange" => return Kind::InvalidRange,
-        "BucketAlreadyOwnedByYou" | "BucketAlreadyExists" => return Kind::BucketExists,
-        "SlowDown"
-        | "Throttling"
-        | "ThrottlingException"
-        | "RequestTimeout"
-        | "InternalError"
-        | "ServiceUnavailable"
-        | "OperationAborted" => true,
-        _ => match (is_service, status) {
+    let message = match by_code(code, message) {
+        Ok(kind) => return kind,
+        Err(message) => message,
+    };
+    let temporary = is_temporary_code(code)
+        || match (is_service, status) {
             (true, Some(404)) => return Kind::NotFound,
             (true, Some(403)) => return Kind::Denied(message),
             (true, Some(416)) => return Kind::InvalidRange,
@@ -102,12 +92,54 @@ where
                     | SdkError::DispatchFailure(_)
                     | SdkError::ResponseError(_)
             ),
-        },
-    };
+        };
     Kind::Service {
         message,
         temporary,
         source: Box::new(err),
+    }
+}
+
+/// The kind an S3 error code alone decides; the message back when the code
+/// does not (a service error of some other code).
+fn by_code(code: &str, message: String) -> Result<Kind, String> {
+    Ok(match code {
+        c if c.contains("ObjectLockConfiguration") => Kind::NoRetention,
+        "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" => Kind::NotFound,
+        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => Kind::Denied(message),
+        "InvalidRange" => Kind::InvalidRange,
+        "BucketAlreadyOwnedByYou" | "BucketAlreadyExists" => Kind::BucketExists,
+        _ => return Err(message),
+    })
+}
+
+/// Codes of errors that a repeated request may not meet.
+fn is_temporary_code(code: &str) -> bool {
+    matches!(
+        code,
+        "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "RequestTimeout"
+            | "InternalError"
+            | "ServiceUnavailable"
+            | "OperationAborted"
+    )
+}
+
+/// One key's entry in the `Errors` list of a `DeleteObjects` answer; `None`
+/// when the object is simply missing (deleted, as `delete` has it).
+pub(super) fn delete_error(key: &str, code: &str, message: &str) -> Option<StoreError> {
+    let message = format!("{code}: {message}");
+    match by_code(code, message) {
+        Ok(Kind::NotFound) => None,
+        Ok(other) => Some(other.into_error(key)),
+        Err(message) => Some(StoreError::Service {
+            key: key.to_owned(),
+            temporary: is_temporary_code(code),
+            message,
+            source: None,
+        }),
     }
 }
 
