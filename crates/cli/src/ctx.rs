@@ -52,6 +52,8 @@ pub fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| level.into());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only for a person: logs and pipes get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_target(false)
         .init();

@@ -31,13 +31,15 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Eight attempts from 250 ms doubling to a 20 s cap wait about a minute
-    /// in total: long enough to ride out an S3 `SlowDown` burst or a load
-    /// balancer failover, short enough that a dead endpoint fails a backup
-    /// within a coffee break.
+    /// Ten attempts from 250 ms doubling to a 20 s cap wait 36-72 s in
+    /// total (half of each delay is random): long enough to ride out an S3
+    /// `SlowDown` burst, a load balancer failover or a server restart (the
+    /// fault bench stops the server for 20 s; with eight attempts, 16-32 s,
+    /// that came within one attempt of failing), short enough that a dead
+    /// endpoint fails a backup within a coffee break.
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 8,
+            max_attempts: 10,
             initial_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(20),
         }

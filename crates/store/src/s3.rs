@@ -62,6 +62,28 @@ impl fmt::Debug for S3Store {
     }
 }
 
+/// How long one attempt may wait for its answer: a request on a stalled
+/// connection (one that takes bytes and never answers) fails after this and
+/// is retried, instead of waiting for the kernel to give up. The answer to a
+/// GET is its headers (the SDK's stalled-stream guard watches the body);
+/// an upload gets this plus [`UPLOAD_MIN_RATE`] for its bytes.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+/// The slowest upload an attempt allows for: a 16 MiB pack gets 60 s more.
+const UPLOAD_MIN_RATE: u64 = 256 * 1024;
+
+fn attempt_timeouts(answer_within: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(answer_within)
+        .build()
+}
+
+/// The attempt timeout of an upload of `bytes`.
+fn upload_within(bytes: u64) -> Duration {
+    ANSWER_WITHIN + Duration::from_secs(bytes / UPLOAD_MIN_RATE)
+}
+
 /// A response body that broke off: temporary (the connection, not the
 /// object, failed).
 fn body_error(key: &str, e: aws_smithy_types::byte_stream::error::Error) -> StoreError {
@@ -115,12 +137,7 @@ impl S3Store {
             None,
             "tidemark",
         );
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // Generous: one attempt may move a pack of a few hundred MiB on a
-            // slow link; a stalled stream is caught by the SDK's stall guard.
-            .operation_attempt_timeout(Duration::from_secs(600))
-            .build();
+        let timeouts = attempt_timeouts(ANSWER_WITHIN);
         let sdk = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&config.endpoint)
@@ -355,7 +372,10 @@ impl Store for S3Store {
                 .object_lock_mode(ObjectLockMode::Compliance)
                 .object_lock_retain_until_date(to_smithy(until));
         }
+        let within = upload_within(data.len() as u64);
         req.body(ByteStream::from(data))
+            .customize()
+            .config_override(aws_sdk_s3::Config::builder().timeout_config(attempt_timeouts(within)))
             .send()
             .await
             .map_err(|e| classify(e).into_error(key))?;
@@ -560,6 +580,45 @@ mod tests {
         assert_eq!(store.describe(), "s3:http://127.0.0.1:9/b/p/q");
         assert_eq!(store.full_key("config"), "p/q/config");
         assert_eq!(store.relative("p/q/data/ab"), "data/ab");
+    }
+
+    /// A server that takes requests and never answers (a stalled
+    /// connection): each attempt gives up after its deadline, as a
+    /// temporary error (so the retry wrapper tries again). Paused time: the
+    /// clock jumps while the runtime waits on the silent socket.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_is_never_answered_times_out_as_temporary() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+                });
+            }
+        });
+        let store = S3Store::new(S3Config {
+            endpoint,
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            access_key: "a".into(),
+            secret_key: Secret::new("s"),
+            lock_days: None,
+        });
+        let t0 = tokio::time::Instant::now();
+        let err = store.head("config").await.unwrap_err();
+        assert!(err.is_temporary(), "{err:?}");
+        let waited = t0.elapsed();
+        assert!(waited >= ANSWER_WITHIN && waited < ANSWER_WITHIN * 2, "{waited:?}");
+        // An upload gets time for its bytes on top.
+        let t0 = tokio::time::Instant::now();
+        let err = store.put("data/x", Bytes::from(vec![7u8; 4 << 20])).await.unwrap_err();
+        assert!(err.is_temporary(), "{err:?}");
+        let waited = t0.elapsed();
+        assert!(waited >= upload_within(4 << 20) && waited < upload_within(4 << 20) + ANSWER_WITHIN, "{waited:?}");
+        assert_eq!(upload_within(16 << 20), Duration::from_secs(124));
     }
 
     #[test]
