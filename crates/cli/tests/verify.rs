@@ -339,6 +339,15 @@ fn the_metadata_cache_holds_stored_bytes_and_never_hides_damage() {
     flip_bit(&victim, 40);
     let v = f.verify_json(&[], 3);
     assert_eq!(problems(&v), BTreeSet::from([("snapshot".into(), f.snapshot.clone())]));
+    // Asked to trust the cache, it checks the cached copy (and says nothing).
+    f.verify_json(&["--with-cache"], 0);
+    // A pack gone from the store is found either way.
+    let gone = f.data_pack();
+    let kept = std::fs::read(&gone).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let v = f.verify_json(&["--with-cache"], 3);
+    assert!(problems(&v).contains(&("pack".into(), name(&gone))), "{v:#}");
+    std::fs::write(&gone, kept).unwrap();
 
     // Forgotten: the copy goes with the next listing.
     f.ok(&["-q", "forget", "--keep-last", "1"]);
@@ -351,8 +360,8 @@ fn the_metadata_cache_holds_stored_bytes_and_never_hides_damage() {
     f.verify_json(&[], 0);
     let cache = f.cache();
     for dir in ["snapshots", "index"] {
-        let copies: Vec<String> = walk(&cache.join(dir)).iter().map(|p| name(p)).collect();
-        let stored: Vec<String> = f.files(dir).iter().map(|p| name(p)).collect();
+        let copies: BTreeSet<String> = walk(&cache.join(dir)).iter().map(|p| name(p)).collect();
+        let stored: BTreeSet<String> = f.files(dir).iter().map(|p| name(p)).collect();
         assert_eq!(copies, stored, "{dir}");
     }
 }

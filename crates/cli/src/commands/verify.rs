@@ -20,13 +20,23 @@ pub struct Args {
     /// Packs downloaded at once
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Take snapshot and index files and trees from the local cache where it
+    /// has them (each copy checked against its id): checks that every
+    /// snapshot is whole and every pack it needs is listed, in a few
+    /// requests, but not the stored copies of that metadata
+    #[arg(long)]
+    pub with_cache: bool,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    // Checks what is stored: nothing from the local cache.
-    let repo = g.open_uncached_for(Global::INDEX_AND_SNAPSHOTS)?;
+    // Checks what is stored: nothing from the local cache unless asked.
+    let repo = if a.with_cache {
+        g.open_for(Global::INDEX_AND_SNAPSHOTS)?
+    } else {
+        g.open_uncached_for(Global::INDEX_AND_SNAPSHOTS)?
+    };
     let read_data = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => s,
