@@ -744,23 +744,13 @@ pub fn open_location(
     rt: Handle,
     password: &[u8],
 ) -> Result<Repository> {
-    open_location_prefetching(loc, opts, rt, password, &[])
+    open_location_cached(loc, opts, rt, password, &[], None, false)
 }
 
 /// [`open_location`], fetching the files of `prefetch` while the key is
-/// derived (see [`Repository::open_prefetching`]).
-pub fn open_location_prefetching(
-    loc: &tidemark_store::Location,
-    opts: &tidemark_store::OpenOptions,
-    rt: Handle,
-    password: &[u8],
-    prefetch: &[FileKind],
-) -> Result<Repository> {
-    open_location_cached(loc, opts, rt, password, prefetch, None, false)
-}
-
-/// [`open_location_prefetching`], keeping the local copy of metadata under
-/// `cache_root` (see [`Cache`]).
+/// derived (see [`Repository::open_prefetching`]) and keeping the local copy
+/// of metadata under `cache_root` (see [`Cache`]; `write_only`: read nothing
+/// from it).
 pub fn open_location_cached(
     loc: &tidemark_store::Location,
     opts: &tidemark_store::OpenOptions,

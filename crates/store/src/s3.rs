@@ -564,6 +564,19 @@ impl Store for S3Store {
 mod tests {
     use super::*;
 
+    /// A store on a loopback endpoint of a test's own, bucket `b`.
+    fn local_store(endpoint: String, prefix: &str) -> S3Store {
+        S3Store::new(S3Config {
+            endpoint,
+            bucket: "b".into(),
+            prefix: prefix.into(),
+            region: "us-east-1".into(),
+            access_key: "a".into(),
+            secret_key: Secret::new("s"),
+            lock_days: None,
+        })
+    }
+
     #[test]
     fn secrets_stay_out_of_debug_and_describe() {
         let store = S3Store::new(S3Config {
@@ -598,15 +611,7 @@ mod tests {
                 });
             }
         });
-        let store = S3Store::new(S3Config {
-            endpoint,
-            bucket: "b".into(),
-            prefix: String::new(),
-            region: "us-east-1".into(),
-            access_key: "a".into(),
-            secret_key: Secret::new("s"),
-            lock_days: None,
-        });
+        let store = local_store(endpoint, "");
         let t0 = tokio::time::Instant::now();
         let err = store.head("config").await.unwrap_err();
         assert!(err.is_temporary(), "{err:?}");
@@ -687,15 +692,7 @@ mod tests {
     #[tokio::test]
     async fn delete_objects_sends_content_md5_and_maps_each_key_error() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let store = S3Store::new(S3Config {
-            endpoint: format!("http://{}", listener.local_addr().unwrap()),
-            bucket: "b".into(),
-            prefix: "p".into(),
-            region: "us-east-1".into(),
-            access_key: "a".into(),
-            secret_key: Secret::new("s"),
-            lock_days: None,
-        });
+        let store = local_store(format!("http://{}", listener.local_addr().unwrap()), "p");
         let answer = r#"<?xml version="1.0" encoding="UTF-8"?>
 <DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
 <Error><Key>p/snapshots/a</Key><Code>AccessDenied</Code><Message>locked</Message></Error>
@@ -735,15 +732,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_endpoint_is_a_temporary_error() {
         // Port 9 (discard) on loopback: nothing listens, the connect fails.
-        let store = S3Store::new(S3Config {
-            endpoint: "http://127.0.0.1:9".into(),
-            bucket: "b".into(),
-            prefix: String::new(),
-            region: "us-east-1".into(),
-            access_key: "a".into(),
-            secret_key: Secret::new("s"),
-            lock_days: None,
-        });
+        let store = local_store("http://127.0.0.1:9".into(), "");
         let err = store.get("k").await.unwrap_err();
         assert!(err.is_temporary(), "{err:?}");
     }
