@@ -34,6 +34,7 @@ const INHERITED_VARS: &[&str] = &[
     "TIDEMARK_PASSWORD_FILE",
     "TIDEMARK_NEW_PASSWORD",
     "TIDEMARK_LOG",
+    "TIDEMARK_CACHE_DIR",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
@@ -219,9 +220,13 @@ impl Repo {
 }
 
 fn base_env() -> Vec<(String, String)> {
+    // The local metadata cache is on, as for a user, but in a directory of
+    // this test process, not the user's ~/.cache.
+    let cache = std::env::temp_dir().join(format!("tidemark-test-cache-{}", std::process::id()));
     vec![
         ("TIDEMARK_PASSWORD".into(), PASSWORD.into()),
         ("TIDEMARK_INSECURE_TEST_KDF".into(), "1".into()),
+        ("TIDEMARK_CACHE_DIR".into(), cache.display().to_string()),
     ]
 }
 
