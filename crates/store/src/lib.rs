@@ -94,23 +94,6 @@ pub trait Store: Send + Sync + Debug {
     /// when the object is shorter.
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes>;
 
-    /// [`Store::get_range`] into a buffer the caller reuses: on success the
-    /// returned buffer's first `len` bytes are the range (it may be longer).
-    /// A reader that reuses one buffer keeps the allocator from caching a
-    /// freed multi-MiB buffer in every thread's arena (restore's peak memory).
-    async fn get_range_into(
-        &self,
-        key: &str,
-        offset: u64,
-        len: u64,
-        mut buf: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let data = self.get_range(key, offset, len).await?;
-        buf.clear();
-        buf.extend_from_slice(&data);
-        Ok(buf)
-    }
-
     /// [`Store::get_range`] as pieces in order, for a reader that uses the
     /// start of a large range while the rest is still on the wire (restore
     /// decodes a pack blob by blob as it arrives, so one request per pack

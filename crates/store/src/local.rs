@@ -35,6 +35,47 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// `len` bytes from `offset` into `buf` (its first `len` bytes; only
+    /// new bytes are zeroed).
+    async fn get_range_into(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let path = self.path_of(key)?;
+        let truncated = || StoreError::Truncated {
+            key: key.to_owned(),
+            offset,
+            len,
+        };
+        let end = offset.checked_add(len).ok_or_else(truncated)?;
+        let buf_len = usize::try_from(len).map_err(|_| truncated())?;
+        let read = blocking(key, move || {
+            let file = File::open(path)?;
+            if file.metadata()?.len() < end {
+                return Ok(None);
+            }
+            // Only new bytes are zeroed; a reused buffer is overwritten.
+            if buf.len() < buf_len {
+                buf.resize(buf_len, 0);
+            }
+            file.read_exact_at(&mut buf[..buf_len], offset)?;
+            Ok(Some(buf))
+        })
+        .await;
+        match read {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err(truncated()),
+            // Shrunk by a concurrent overwrite between stat and read.
+            Err(StoreError::Io { source, .. }) if source.kind() == ErrorKind::UnexpectedEof => {
+                Err(truncated())
+            }
+            Err(e) => Err(not_found_or(key, e)),
+        }
+    }
+
     /// A store at `root`; nothing is touched until the first call.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalStore {
@@ -392,45 +433,6 @@ impl Store for LocalStore {
             }
         });
         Ok(pieces.boxed())
-    }
-
-    async fn get_range_into(
-        &self,
-        key: &str,
-        offset: u64,
-        len: u64,
-        mut buf: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let path = self.path_of(key)?;
-        let truncated = || StoreError::Truncated {
-            key: key.to_owned(),
-            offset,
-            len,
-        };
-        let end = offset.checked_add(len).ok_or_else(truncated)?;
-        let buf_len = usize::try_from(len).map_err(|_| truncated())?;
-        let read = blocking(key, move || {
-            let file = File::open(path)?;
-            if file.metadata()?.len() < end {
-                return Ok(None);
-            }
-            // Only new bytes are zeroed; a reused buffer is overwritten.
-            if buf.len() < buf_len {
-                buf.resize(buf_len, 0);
-            }
-            file.read_exact_at(&mut buf[..buf_len], offset)?;
-            Ok(Some(buf))
-        })
-        .await;
-        match read {
-            Ok(Some(data)) => Ok(data),
-            Ok(None) => Err(truncated()),
-            // Shrunk by a concurrent overwrite between stat and read.
-            Err(StoreError::Io { source, .. }) if source.kind() == ErrorKind::UnexpectedEof => {
-                Err(truncated())
-            }
-            Err(e) => Err(not_found_or(key, e)),
-        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {

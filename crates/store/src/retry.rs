@@ -200,22 +200,6 @@ impl Store for RetryStore {
             .await
     }
 
-    async fn get_range_into(
-        &self,
-        key: &str,
-        offset: u64,
-        len: u64,
-        buf: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        // A failed attempt keeps the buffer; a retry starts with a new one.
-        let mut buf = Some(buf);
-        self.run("get_range", key, || {
-            let b = buf.take().unwrap_or_default();
-            self.inner.get_range_into(key, offset, len, b)
-        })
-        .await
-    }
-
     /// Opening is retried like any call; a stream that breaks off later is
     /// opened again for the bytes not yet delivered, so the reader sees one
     /// unbroken range. Each break that delivered nothing since the previous
@@ -409,11 +393,6 @@ mod tests {
         let (flaky, store) = wrap(3, true, 5);
         assert_eq!(store.get("k").await.unwrap(), Bytes::from_static(b"data"));
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 4);
-        // Ranges into a caller's buffer are retried the same way.
-        let (flaky, store) = wrap(2, true, 5);
-        let buf = store.get_range_into("k", 0, 4, vec![0; 8]).await.unwrap();
-        assert_eq!(buf, b"data");
-        assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -406,24 +406,6 @@ impl Store for S3Store {
         Ok(data)
     }
 
-    /// The body streamed straight into the caller's buffer: no collected
-    /// copy of the whole range next to it (a restore thread reads ranges of
-    /// up to 8 MiB, and each copy was that much more memory per thread).
-    async fn get_range_into(&self, key: &str, offset: u64, len: u64, mut buf: Vec<u8>) -> Result<Vec<u8>> {
-        buf.clear();
-        let Some(mut body) = self.range_body(key, offset, len).await? else {
-            return Ok(buf);
-        };
-        buf.reserve(len as usize);
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk.map_err(|e| body_error(key, e))?);
-        }
-        if (buf.len() as u64) < len {
-            return Err(truncated(key, offset, len));
-        }
-        Ok(buf)
-    }
-
     async fn get_range_stream(&self, key: &str, offset: u64, len: u64) -> Result<RangeStream> {
         let Some(body) = self.range_body(key, offset, len).await? else {
             return Ok(futures::stream::empty().boxed());

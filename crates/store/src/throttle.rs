@@ -134,19 +134,6 @@ impl Store for ThrottleStore {
         self.inner.get_range(key, offset, len).await
     }
 
-    async fn get_range_into(
-        &self,
-        key: &str,
-        offset: u64,
-        len: u64,
-        buf: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        if let Some(bucket) = &self.download {
-            bucket.take(len).await;
-        }
-        self.inner.get_range_into(key, offset, len, buf).await
-    }
-
     async fn get_range_stream(&self, key: &str, offset: u64, len: u64) -> Result<RangeStream> {
         if let Some(bucket) = &self.download {
             bucket.take(len).await;

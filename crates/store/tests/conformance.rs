@@ -163,23 +163,6 @@ mod behaviour {
             .is_not_found());
     }
 
-    /// The same ranges into a reused buffer: its first `len` bytes are the
-    /// range, whatever it held before (it may be longer).
-    pub async fn get_range_into(s: &dyn Store) {
-        let data = pattern(100_000, 3);
-        s.put("packs/q", data.clone()).await.unwrap();
-        let buf = s.get_range_into("packs/q", 10, 50_000, vec![0xee; 70_000]).await.unwrap();
-        assert_eq!(&buf[..50_000], &data[10..50_010]);
-        let buf = s.get_range_into("packs/q", 99_990, 10, buf).await.unwrap();
-        assert_eq!(&buf[..10], &data[99_990..]);
-        let buf = s.get_range_into("packs/q", 100_000, 0, buf).await.unwrap();
-        match s.get_range_into("packs/q", 99_990, 20, buf).await {
-            Err(StoreError::Truncated { key, .. }) => assert_eq!(key, "packs/q"),
-            other => panic!("range past the end: {other:?}"),
-        }
-        assert!(s.get_range_into("packs/none", 0, 1, Vec::new()).await.unwrap_err().is_not_found());
-    }
-
     /// A range as pieces: they add up to the range; a range past the end
     /// ends the stream with Truncated (at once or after the pieces there are).
     pub async fn get_range_stream(s: &dyn Store) {
@@ -349,7 +332,7 @@ macro_rules! conformance {
     ($backend:ident, $fixture:expr) => {
         mod $backend {
             use super::*;
-            conformance!(@tests $fixture; put_get_overwrite, get_range, get_range_into, get_range_stream, head, list_prefixes,
+            conformance!(@tests $fixture; put_get_overwrite, get_range, get_range_stream, head, list_prefixes,
                 list_many, delete, delete_many, not_found, concurrent_puts);
         }
     };
