@@ -76,6 +76,9 @@ pub struct UpOptions {
     /// The `tidemark` binary for the agents; `None`: `$TIDEMARK_BIN`, else a
     /// `tidemark` next to the running executable.
     pub tidemark_bin: Option<PathBuf>,
+    /// The agents' repository instead of `<root>/tidemark/repo`: a path or
+    /// an `s3:` URL (credentials from the AWS variables of the environment).
+    pub repository: Option<String>,
     /// HDFS: check permissions (`dfs.permissions.enabled`); off by default so
     /// tests can act as any user.
     pub permissions: bool,

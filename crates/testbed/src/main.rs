@@ -36,6 +36,12 @@ enum Cmd {
         /// `tidemark` next to this executable]
         #[arg(long, requires = "with_agents")]
         tidemark_bin: Option<PathBuf>,
+        /// The agents' repository instead of one under the root: a path or
+        /// `s3:http://HOST:PORT/BUCKET/PREFIX` (initialised if new; the
+        /// agents inherit AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+        /// AWS_DEFAULT_REGION from this command's environment)
+        #[arg(long, requires = "with_agents")]
+        repository: Option<String>,
         /// HDFS: enforce permissions (off by default, so tests can act as
         /// any user)
         #[arg(long)]
@@ -145,6 +151,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             with_agents,
             tidemark_bin,
+            repository,
             permissions,
             tidemark_user,
         } => {
@@ -156,6 +163,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 nodes,
                 with_agents,
                 tidemark_bin,
+                repository,
                 permissions,
                 tidemark_user,
             };

@@ -91,9 +91,9 @@ pub fn spawn_agent(
 }
 
 /// The repository and a fresh token for one cluster's agents.
-pub fn prepare(root: &Root, cluster: &str, bin: Option<&Path>) -> Result<Tidemark> {
+pub fn prepare(root: &Root, cluster: &str, bin: Option<&Path>, location: Option<&str>) -> Result<Tidemark> {
     let bin = resolve_bin(bin)?;
-    let (repository, password_file) = ensure_repository(root, &bin)?;
+    let (repository, password_file) = ensure_repository(root, &bin, location)?;
     let token_file = root.cluster_dir(cluster).join("agents/token");
     write_secret(&token_file, &random_hex(32)?)?;
     Ok(Tidemark { bin, repository, password_file, token_file })
@@ -105,10 +105,14 @@ pub fn read_token(tm: &Tidemark) -> Result<String> {
     Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
-/// `<root>/tidemark/{repo,password}`, created by the first cluster that asks.
+/// `<root>/tidemark/{repo,password}`, created by the first cluster that asks;
+/// or, with `location` (`--repository`, e.g. an `s3:` URL), that repository
+/// with the same password file, initialised once (a marker under
+/// `<root>/tidemark/remote/` remembers it). The agents reach an S3
+/// repository with the AWS variables of the environment `testbed up` runs in.
 /// `TIDEMARK_INSECURE_TEST_KDF`, if set, reaches `tidemark init` through the
 /// environment (fast key derivation for tests; the demo runs without it).
-pub fn ensure_repository(root: &Root, bin: &Path) -> Result<(PathBuf, PathBuf)> {
+pub fn ensure_repository(root: &Root, bin: &Path, location: Option<&str>) -> Result<(PathBuf, PathBuf)> {
     let dir = root.dir().join("tidemark");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let lock_path = dir.join(".init.lock");
@@ -117,39 +121,66 @@ pub fn ensure_repository(root: &Root, bin: &Path) -> Result<(PathBuf, PathBuf)> 
     // Two clusters starting at once: the second waits and finds the repository.
     let _guard = Flock::lock(lock, FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))?;
-    let repo = dir.join("repo");
     let password = dir.join("password");
     if !password.exists() {
         write_secret(&password, &random_hex(32)?)?;
     }
+    if let Some(location) = location {
+        let marker = dir.join("remote").join(marker_name(location));
+        if !marker.exists() {
+            match init(bin, location, &password) {
+                Ok(()) => {}
+                // Made by an earlier root with this password file, or by
+                // the caller: the agents' first request says if the
+                // password does not open it.
+                Err(e) if format!("{e:#}").contains("a repository already exists") => {}
+                Err(e) => return Err(e),
+            }
+            write_atomic(&marker, location)?;
+        }
+        return Ok((PathBuf::from(location), password));
+    }
+    let repo = dir.join("repo");
     // The config object is written last by init: without it, an earlier init
     // died half-way and its leftovers are no repository.
     if !repo.join("config").exists() {
         if repo.exists() {
             fs::remove_dir_all(&repo).with_context(|| format!("removing {}", repo.display()))?;
         }
-        let out = Command::new(bin)
-            .arg("init")
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--password-file")
-            .arg(&password)
-            .env_remove("TIDEMARK_REPOSITORY")
-            .env_remove("TIDEMARK_PASSWORD")
-            .output()
-            .with_context(|| format!("running {} init", bin.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} init --repo {} failed ({}):\n{}{}",
-                bin.display(),
-                repo.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let location = repo.to_str().with_context(|| format!("path {} is not UTF-8", repo.display()))?;
+        init(bin, location, &password)?;
     }
     Ok((repo, password))
+}
+
+/// `tidemark init --repo LOCATION` with the root's password file.
+fn init(bin: &Path, location: &str, password: &Path) -> Result<()> {
+    let out = Command::new(bin)
+        .arg("init")
+        .arg("--repo")
+        .arg(location)
+        .arg("--password-file")
+        .arg(password)
+        .env_remove("TIDEMARK_REPOSITORY")
+        .env_remove("TIDEMARK_PASSWORD")
+        .output()
+        .with_context(|| format!("running {} init", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} init --repo {location} failed ({}):\n{}{}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A file name standing for a repository location: its letters and digits,
+/// other characters as `_`.
+fn marker_name(location: &str) -> String {
+    location.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
 /// Writes a secret file with mode 0600 from the start (never readable by

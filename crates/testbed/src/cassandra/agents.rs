@@ -62,9 +62,9 @@ impl AgentInfo {
 
 /// Before the nodes start (so a missing binary or a failed `tidemark init`
 /// costs no JVM start): the shared repository and this cluster's token.
-pub fn prepare(root: &Root, info: &mut Info, bin: Option<&Path>) -> Result<()> {
+pub fn prepare(root: &Root, info: &mut Info, bin: Option<&Path>, location: Option<&str>) -> Result<()> {
     let bin = resolve_bin(bin)?;
-    let (repository, password_file) = ensure_repository(root, &bin)?;
+    let (repository, password_file) = ensure_repository(root, &bin, location)?;
     let token_file = root.cluster_dir(&info.name).join("agents/token");
     write_secret(&token_file, &random_hex(32)?)?;
     info.tidemark = Some(Tidemark {

@@ -168,7 +168,7 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         info.nodes.push(node);
     }
     if opts.with_agents {
-        agents::prepare(root, &mut info, opts.tidemark_bin.as_deref())?;
+        agents::prepare(root, &mut info, opts.tidemark_bin.as_deref(), opts.repository.as_deref())?;
     }
 
     let _slot = start_slot()?;

@@ -55,8 +55,13 @@ impl AgentInfo {
 
 /// Once the cluster is up: an agent per DataNode, each answering its status
 /// with the token, then tidemark.toml.
-pub fn start_all(root: &Root, info: &mut Info, bin: Option<&std::path::Path>) -> Result<()> {
-    let tm = tidemark::prepare(root, &info.name, bin)?;
+pub fn start_all(
+    root: &Root,
+    info: &mut Info,
+    bin: Option<&std::path::Path>,
+    location: Option<&str>,
+) -> Result<()> {
+    let tm = tidemark::prepare(root, &info.name, bin, location)?;
     info.tidemark = Some(tm.clone());
     let token = read_token(&tm)?;
     let mut started = Vec::new();

@@ -164,7 +164,7 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
     }
     wait_ready(&info, &records.iter().collect::<Vec<_>>(), nodes)?;
     if opts.with_agents {
-        agents::start_all(root, &mut info, opts.tidemark_bin.as_deref())?;
+        agents::start_all(root, &mut info, opts.tidemark_bin.as_deref(), opts.repository.as_deref())?;
     }
     eprintln!(
         "hdfs {name}: namenode and {nodes} datanodes ready in {:.1}s",
