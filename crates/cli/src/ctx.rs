@@ -40,6 +40,12 @@ pub struct Global {
     /// Keep no local cache: read all metadata from the repository
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Requests in flight at once: packs uploaded by a backup, packs read by
+    /// a restore [default: 1 and 4 on a local disk, 4 and 8 on object
+    /// storage]. More helps over a network with high latency; each upload
+    /// in flight holds one pack in memory.
+    #[arg(long, env = "TIDEMARK_CONNECTIONS", global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub connections: Option<u16>,
 }
 
 pub fn init_logging(verbose: u8) {
@@ -137,7 +143,7 @@ impl Global {
         };
         let loc = self.location()?;
         let opts = self.open_options(None);
-        Ok(tidemark_repo::repo::open_location_cached(
+        let mut repo = tidemark_repo::repo::open_location_cached(
             &loc,
             &opts,
             runtime().handle().clone(),
@@ -145,7 +151,9 @@ impl Global {
             kinds,
             root.as_deref(),
             write_only,
-        )?)
+        )?;
+        repo.set_connections(self.connections.map(usize::from));
+        Ok(repo)
     }
 
     pub fn progress(&self) -> Arc<crate::progress::CliProgress> {

@@ -93,12 +93,7 @@ pub struct Packer<'r> {
 
 impl<'r> Packer<'r> {
     pub fn new(repo: &'r Repository, index: &'r Index) -> Packer<'r> {
-        // (The variable is for measuring; not a stable interface.)
-        let slots = std::env::var("TIDEMARK_UPLOADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(if repo.store().capabilities().remote { UPLOADS_IN_FLIGHT_REMOTE } else { UPLOADS_IN_FLIGHT })
-            .max(1);
+        let slots = repo.connections(UPLOADS_IN_FLIGHT, UPLOADS_IN_FLIGHT_REMOTE);
         Packer {
             repo,
             index,

@@ -90,6 +90,10 @@ pub struct Repository {
     /// The local copy of metadata (see [`Cache`]); None: read everything
     /// from the store (verify, which checks what is stored).
     cache: Option<Cache>,
+    /// Requests in flight for pack uploads and restore reads, when the user
+    /// set it (`--connections`); None: what suits the store (see
+    /// [`Repository::connections`]).
+    connections: Option<usize>,
 }
 
 /// Tree packs read whole (their tree range), by pack id. Walks of a
@@ -206,6 +210,7 @@ impl Repository {
             prefetch: Mutex::new(Prefetch::Off),
             tree_packs: Mutex::default(),
             cache: None,
+            connections: None,
         };
         repo.key_id = repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
@@ -283,6 +288,7 @@ impl Repository {
                     prefetch: Mutex::new(std::mem::replace(&mut ahead, Prefetch::Off)),
                     tree_packs: Mutex::default(),
                     cache,
+                    connections: None,
                 });
             }
         }
@@ -294,6 +300,20 @@ impl Repository {
 
     pub fn store(&self) -> &DynStore {
         &self.store
+    }
+
+    /// Requests in flight for pack uploads and for restore reads: what the
+    /// user set, else `local` for a local disk and `remote` for object
+    /// storage (where each request waits a round trip, so more in flight
+    /// pay off). At least one.
+    pub fn connections(&self, local: usize, remote: usize) -> usize {
+        let default = if self.store.capabilities().remote { remote } else { local };
+        self.connections.unwrap_or(default).max(1)
+    }
+
+    /// Sets what [`Repository::connections`] returns (None: the defaults).
+    pub fn set_connections(&mut self, connections: Option<usize>) {
+        self.connections = connections;
     }
 
     pub fn runtime(&self) -> &Handle {
@@ -789,6 +809,19 @@ mod tests {
         let mut ids: Vec<Id> = v.into_iter().map(|(id, _)| id).collect();
         ids.sort();
         ids
+    }
+
+    #[test]
+    fn connections_are_the_users_else_the_stores_default_and_never_zero() {
+        let mut t = TestRepo::new();
+        assert_eq!(t.repo.connections(1, 4), 1, "a local disk takes the local default");
+        assert_eq!(t.repo.connections(3, 4), 3);
+        t.repo.set_connections(Some(12));
+        assert_eq!(t.repo.connections(1, 4), 12, "the user's number wins");
+        t.repo.set_connections(Some(0));
+        assert_eq!(t.repo.connections(1, 4), 1, "zero would stall every upload");
+        t.repo.set_connections(None);
+        assert_eq!(t.repo.connections(2, 4), 2);
     }
 
     #[test]

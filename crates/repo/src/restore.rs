@@ -29,6 +29,11 @@ use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 use crate::walk::{Visit, Visitor, Walker};
 
+/// Packs read at once from a local disk, and from object storage (where each
+/// read waits a round trip first); `--threads` or `--connections` override.
+const READERS: usize = 4;
+const READERS_REMOTE: usize = 8;
+
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -198,7 +203,7 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
     }
     let bytes_done = AtomicU64::new(0);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(if repo.store().capabilities().remote { 8 } else { 4 }).max(1))
+        .num_threads(opts.threads.unwrap_or_else(|| repo.connections(READERS, READERS_REMOTE)).max(1))
         .thread_name(|i| format!("tidemark-restore-{i}"))
         .build()
         .map_err(|e| RepoError::Invalid(format!("thread pool: {e}")))?;

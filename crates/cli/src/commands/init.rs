@@ -16,8 +16,10 @@ pub struct Args {
     /// Average chunk size in KiB (min is a quarter, max four times)
     #[arg(long, default_value_t = 1024)]
     pub chunk_size_kib: u32,
-    /// Pack size in MiB (tests use small packs to get many of them)
-    #[arg(long, hide = true)]
+    /// Target pack size in MiB [default: 16]. Bigger packs mean fewer
+    /// objects and requests on object storage, but more memory per upload
+    /// in flight and more bytes rewritten by prune
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub pack_size_mib: Option<u32>,
     /// Argon2id memory in KiB for the key file
     #[arg(long, hide = true)]

@@ -15,7 +15,8 @@ pub struct Args {
     /// Restore only this path of the snapshot (repeatable), as `ls` shows it
     #[arg(long)]
     pub include: Vec<PathBuf>,
-    /// Parallel downloads [default: 4 from a local disk, 8 from object storage]
+    /// Parallel downloads [default: --connections, else 4 from a local disk,
+    /// 8 from object storage]
     #[arg(long)]
     pub threads: Option<usize>,
 }
