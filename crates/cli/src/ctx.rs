@@ -135,12 +135,17 @@ impl Global {
         self.open_in(password, kinds, false)
     }
 
-    fn open_in(&self, password: &str, kinds: &[FileKind], write_only: bool) -> Result<Repository> {
-        let root = match (self.no_cache, &self.cache_dir) {
+    /// Where the local metadata cache lives (None: `--no-cache`).
+    pub fn cache_root(&self) -> Option<PathBuf> {
+        match (self.no_cache, &self.cache_dir) {
             (true, _) => None,
             (false, Some(dir)) => Some(dir.clone()),
             (false, None) => tidemark_repo::cache::Cache::default_root(),
-        };
+        }
+    }
+
+    fn open_in(&self, password: &str, kinds: &[FileKind], write_only: bool) -> Result<Repository> {
+        let root = self.cache_root();
         let loc = self.location()?;
         let opts = self.open_options(None);
         let mut repo = tidemark_repo::repo::open_location_cached(

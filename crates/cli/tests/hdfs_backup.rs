@@ -468,6 +468,7 @@ fn unreadable_entries_and_safe_mode() {
             tidemark_bin: Some(env!("CARGO_BIN_EXE_tidemark").into()),
             permissions: true,
             tidemark_user: Some("backup".into()),
+            repository: None,
         },
     )
     .unwrap();

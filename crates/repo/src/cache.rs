@@ -38,6 +38,12 @@ const TREES: &str = "trees/";
 impl Cache {
     /// Where caches live unless told: `$XDG_CACHE_HOME/tidemark`, else
     /// `~/.cache/tidemark`.
+    /// For processes without a command line of their own (agents):
+    /// `TIDEMARK_CACHE_DIR`, else [`Cache::default_root`].
+    pub fn configured_root() -> Option<PathBuf> {
+        std::env::var_os("TIDEMARK_CACHE_DIR").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(Self::default_root)
+    }
+
     pub fn default_root() -> Option<PathBuf> {
         let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
         let home = || std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache"));

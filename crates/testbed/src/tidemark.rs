@@ -85,6 +85,9 @@ pub fn spawn_agent(
     for var in ["TIDEMARK_REPOSITORY", "TIDEMARK_PASSWORD", "TIDEMARK_PASSWORD_FILE"] {
         cmd.env_remove(var);
     }
+    // The agents' metadata cache stays under the root (and goes with it),
+    // not in the home directory of whoever runs the testbed.
+    cmd.env("TIDEMARK_CACHE_DIR", root.dir().join("tidemark").join("cache"));
     let record = process::spawn(process_name, cmd, log, vec![port])?;
     root.add_process(cluster, record.clone())?;
     Ok(record)

@@ -71,8 +71,11 @@ impl Agent {
             ..Default::default()
         };
         let rt = tokio::runtime::Handle::current();
+        // The metadata cache: each backup loads the whole index, which
+        // otherwise costs one request per index file on object storage.
+        let cache = tidemark_repo::cache::Cache::configured_root();
         let repo = tokio::task::spawn_blocking(move || {
-            tidemark_repo::repo::open_location(&location, &opts, rt, password.as_bytes())
+            tidemark_repo::repo::open_location_cached(&location, &opts, rt, password.as_bytes(), &[], cache.as_deref(), false)
         })
         .await
         .map_err(|e| HdfsError::Invalid(format!("opening the repository: {e}")))??;

@@ -23,7 +23,7 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let any = AnyConfig::load(&a.config)?;
-    let repo = Arc::new(any.open_repository()?);
+    let repo = Arc::new(any.open_repository(g)?);
     let config = match any {
         AnyConfig::Cassandra(c) => c,
         AnyConfig::Hdfs(c) => return run_hdfs(g, a, &c, repo),
@@ -82,7 +82,8 @@ pub fn has_section(path: &Path, name: &str) -> Result<bool> {
     Ok(table.get(name).is_some_and(|v| v.is_table()))
 }
 
-/// The repository a Cassandra cluster file names (see `AnyConfig`).
-pub fn open_repository(config: &ClusterConfig) -> Result<Repository> {
-    AnyConfig::Cassandra(config.clone()).open_repository()
+/// The repository a Cassandra cluster file names, for verify (see
+/// `AnyConfig::open_repository_uncached`).
+pub fn open_repository_uncached(g: &Global, config: &ClusterConfig) -> Result<Repository> {
+    AnyConfig::Cassandra(config.clone()).open_repository_uncached(g)
 }

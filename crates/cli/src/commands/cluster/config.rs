@@ -10,7 +10,7 @@ use tidemark_cluster::config::{pick_store, ClusterFile, Common};
 use tidemark_cluster::ClusterError;
 use tidemark_repo::Repository;
 
-use crate::ctx::{read_password, runtime};
+use crate::ctx::{read_password, runtime, Global};
 
 /// The store tables that pick an adapter.
 const STORES: &[&str] = &[tidemark_cassandra::STORE, tidemark_hdfs::STORE];
@@ -45,18 +45,32 @@ impl AnyConfig {
         self.file().common()
     }
 
-    /// The repository the file names, opened with its passphrase file. A
-    /// wrong passphrase stays a `RepoError::WrongPassword` (exit 12).
-    pub fn open_repository(&self) -> Result<Repository> {
+    /// The repository the file names, opened with its passphrase file, its
+    /// metadata cached under `g`'s cache root. A wrong passphrase stays a
+    /// `RepoError::WrongPassword` (exit 12).
+    pub fn open_repository(&self, g: &Global) -> Result<Repository> {
+        self.open_in(g, false)
+    }
+
+    /// For verify: every file read from the repository, none from the cache
+    /// (which keeps copies of those that check out).
+    pub fn open_repository_uncached(&self, g: &Global) -> Result<Repository> {
+        self.open_in(g, true)
+    }
+
+    fn open_in(&self, g: &Global, write_only: bool) -> Result<Repository> {
         let c = self.common();
         let password = read_password(Some(&c.password_file.to_path_buf()), "TIDEMARK_PASSWORD")?;
         let loc: tidemark_store::Location = c.repository.parse().expect("validated when loaded");
         let opts = tidemark_store::OpenOptions::default();
-        tidemark_repo::repo::open_location(
+        tidemark_repo::repo::open_location_cached(
             &loc,
             &opts,
             runtime().handle().clone(),
             password.as_bytes(),
+            &[],
+            g.cache_root().as_deref(),
+            write_only,
         )
         .with_context(|| format!("opening the repository {}", c.repository))
     }

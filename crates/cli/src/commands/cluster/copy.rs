@@ -39,7 +39,7 @@ pub struct Args {
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let config = AnyConfig::load(&a.config)?;
     let name = config.common().name;
-    let src = config.open_repository()?;
+    let src = config.open_repository(g)?;
     let to_password = read_password(a.to_password_file.as_ref(), "TIDEMARK_TO_PASSWORD")
         .context("target passphrase (--to-password-file or TIDEMARK_TO_PASSWORD)")?;
     let dst = Global {

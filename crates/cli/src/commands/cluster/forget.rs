@@ -53,7 +53,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // --keep-within, which a zero duration makes a policy keeping nothing).
     let flags = (!flags.is_empty() || a.keep.keep_within.is_some()).then_some(flags);
     let choice = forget::choose(a.backups.clone(), flags, a.allow_empty, &a.config, common)?;
-    let repo = config.open_repository()?;
+    let repo = config.open_repository(g)?;
     let request = Request {
         cluster: common.name,
         store: config.file().store(),

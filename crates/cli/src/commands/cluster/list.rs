@@ -47,9 +47,9 @@ fn describe_for(store: &str) -> Describe {
     }
 }
 
-pub fn run(_g: &Global, a: Args) -> Result<i32> {
+pub fn run(g: &Global, a: Args) -> Result<i32> {
     let config = AnyConfig::load(&a.config)?;
-    let repo = config.open_repository()?;
+    let repo = config.open_repository(g)?;
     let rows: Vec<BackupRow> = manifest::list(&repo, Some(config.common().name))?
         .iter()
         .map(|(id, m)| BackupRow::new(id, m))

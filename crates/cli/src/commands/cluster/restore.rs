@@ -49,9 +49,9 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(_g: &Global, a: Args) -> Result<i32> {
+pub fn run(g: &Global, a: Args) -> Result<i32> {
     if let super::config::AnyConfig::Hdfs(c) = super::config::AnyConfig::load(&a.config)? {
-        return run_hdfs(a, c);
+        return run_hdfs(g, a, c);
     }
     if !a.paths.is_empty() || a.target_path.is_some() || a.overwrite {
         anyhow::bail!("--path, --target-path and --overwrite are for HDFS backups; {} is not an HDFS cluster file", a.config.display());
@@ -156,7 +156,7 @@ fn mode(m: Mode) -> &'static str {
     }
 }
 
-fn run_hdfs(a: Args, source: tidemark_hdfs::config::ClusterConfig) -> Result<i32> {
+fn run_hdfs(g: &Global, a: Args, source: tidemark_hdfs::config::ClusterConfig) -> Result<i32> {
     use super::config::AnyConfig;
     use tidemark_hdfs::config::ClusterConfig as HdfsConfig;
     if a.keyspace.is_some() || !a.tables.is_empty() || a.rename_to.is_some() || a.truncate {
@@ -166,7 +166,7 @@ fn run_hdfs(a: Args, source: tidemark_hdfs::config::ClusterConfig) -> Result<i32
         Some(p) => HdfsConfig::load(p)?,
         None => source.clone(),
     };
-    let repo = std::sync::Arc::new(AnyConfig::Hdfs(source.clone()).open_repository()?);
+    let repo = std::sync::Arc::new(AnyConfig::Hdfs(source.clone()).open_repository(g)?);
     let (id, manifest) = tidemark_cluster::manifest::find(&repo, Some(&source.name), &a.backup)
         .with_context(|| format!("finding backup {} of cluster {}", a.backup, source.name))?;
     let opts = tidemark_hdfs::restore::RestoreOptions { paths: a.paths, target_path: a.target_path, overwrite: a.overwrite };

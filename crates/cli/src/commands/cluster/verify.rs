@@ -7,7 +7,7 @@ use anyhow::Result;
 use tidemark_cassandra::config::ClusterConfig;
 use tidemark_cluster::manifest;
 
-use super::backup::open_repository;
+use super::backup::open_repository_uncached;
 use crate::commands::snapshots::human;
 use crate::ctx::{print_json, Global, EXIT_INCOMPLETE};
 
@@ -25,12 +25,12 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(_g: &Global, a: Args) -> Result<i32> {
+pub fn run(g: &Global, a: Args) -> Result<i32> {
     if let super::config::AnyConfig::Hdfs(c) = super::config::AnyConfig::load(&a.config)? {
-        return run_hdfs(a, c);
+        return run_hdfs(g, a, c);
     }
     let config = ClusterConfig::load(&a.config)?;
-    let repo = open_repository(&config)?;
+    let repo = open_repository_uncached(g, &config)?;
     let (id, m) = manifest::find(&repo, Some(&config.name), &a.backup)?;
     let report = tidemark_cassandra::verify::verify(&repo, &m, a.read_data)?;
     let code = if report.is_clean() {
@@ -68,8 +68,8 @@ pub fn run(_g: &Global, a: Args) -> Result<i32> {
     Ok(code)
 }
 
-fn run_hdfs(a: Args, config: tidemark_hdfs::config::ClusterConfig) -> Result<i32> {
-    let repo = super::config::AnyConfig::Hdfs(config.clone()).open_repository()?;
+fn run_hdfs(g: &Global, a: Args, config: tidemark_hdfs::config::ClusterConfig) -> Result<i32> {
+    let repo = super::config::AnyConfig::Hdfs(config.clone()).open_repository_uncached(g)?;
     let (id, m) = manifest::find(&repo, Some(&config.name), &a.backup)?;
     let report = tidemark_hdfs::verify::verify(&repo, &id, &m, a.read_data).map_err(super::backup::unwrap_hdfs)?;
     let code = if report.is_clean() { 0 } else { EXIT_INCOMPLETE };
