@@ -18,6 +18,7 @@
 //!   naming the node".
 //! - `forget`: retention for whole cluster backups (`cluster forget`).
 //! - `copy`: whole cluster backups into another repository (`cluster copy`).
+//! - `verify`: the tree and chunk checks every adapter's verify makes.
 //! - `error`: the crate's one error type.
 
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod forget;
 pub mod manifest;
 pub mod server;
 pub mod tag;
+pub mod verify;
 
 pub use client::AgentClient;
 pub use error::{ClusterError, Result};

@@ -155,8 +155,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             permissions,
             tidemark_user,
         } => {
-            if with_agents && !matches!(kind, Kind::Cassandra | Kind::Hdfs) {
-                anyhow::bail!("--with-agents applies to cassandra and hdfs, not {kind}");
+            if with_agents && !matches!(kind, Kind::Cassandra | Kind::Hdfs | Kind::Mongodb) {
+                anyhow::bail!("--with-agents applies to cassandra, hdfs and mongodb, not {kind}");
             }
             let opts = UpOptions {
                 name,

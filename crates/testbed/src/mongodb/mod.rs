@@ -47,6 +47,10 @@ pub struct Info {
     /// One connection string per instance (independent, one per "shard").
     pub uris: Vec<String>,
     pub instances: Vec<InstanceInfo>,
+    /// With `--with-agents`: the coordinator file naming every instance as
+    /// a replica set (`rs0-1`, `rs0-2`, ...) and the root's repository.
+    #[serde(default)]
+    pub tidemark_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +95,7 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
         repl_set_name: REPL_SET_NAME.into(),
         uris: Vec::new(),
         instances: Vec::new(),
+        tidemark_config: None,
     };
     for node in 1..=nodes {
         let port = net::free_port()?;
@@ -116,6 +121,9 @@ pub fn start(root: &Root, opts: &UpOptions) -> Result<Info> {
     for (inst, record) in info.instances.iter().zip(&records) {
         wait_ready(&info, inst, record)?;
         create_oplog(inst)?;
+    }
+    if opts.with_agents {
+        info.tidemark_config = Some(write_cluster_config(root, &info, opts)?);
     }
     eprintln!(
         "mongodb {name}: {nodes} FerretDB instances ready in {:.1}s",
@@ -204,4 +212,39 @@ fn create_oplog(inst: &InstanceInfo) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `<cluster>/tidemark.toml`: one `[[mongodb.replica-set]]` per instance,
+/// each connection string in a file of its own (0600), the root's
+/// repository (see `tidemark::ensure_repository`). The coordinator copies
+/// every set itself (no MongoDB agents yet), so there is no token.
+fn write_cluster_config(root: &Root, info: &Info, opts: &UpOptions) -> Result<PathBuf> {
+    use crate::tidemark::{ensure_repository, resolve_bin, toml_path, toml_str, write_atomic, write_secret};
+    let bin = resolve_bin(opts.tidemark_bin.as_deref())?;
+    let (repo, password) = ensure_repository(root, &bin, opts.repository.as_deref())?;
+    let dir = root.cluster_dir(&info.name);
+    let mut text = format!(
+        "# tidemark coordinator file for testbed MongoDB (FerretDB) {name}; written by testbed.\n\
+         name = {cluster}\n\
+         repository = {repo}\n\
+         password-file = {pw}\n\
+         \n\
+         [mongodb]\n",
+        name = info.name,
+        cluster = toml_str(&format!("testbed-{}", info.name)),
+        repo = toml_path(&repo)?,
+        pw = toml_path(&password)?,
+    );
+    for inst in &info.instances {
+        let uri_file = dir.join(format!("ferretdb{}/uri", inst.node));
+        write_secret(&uri_file, &inst.uri)?;
+        text.push_str(&format!(
+            "\n[[mongodb.replica-set]]\nname = {}\nuri-file = {}\n",
+            toml_str(&format!("{}-{}", info.repl_set_name, inst.node)),
+            toml_path(&uri_file)?
+        ));
+    }
+    let path = dir.join("tidemark.toml");
+    write_atomic(&path, &text)?;
+    Ok(path)
 }

@@ -27,6 +27,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let config = match any {
         AnyConfig::Cassandra(c) => c,
         AnyConfig::Hdfs(c) => return run_hdfs(g, a, &c, repo),
+        AnyConfig::Mongodb(c) => return super::mongodb::backup(g, &c, repo, a.json),
     };
     let progress = g.progress();
     let result = runtime().block_on(tidemark_cassandra::backup::backup(

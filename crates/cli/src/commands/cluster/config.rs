@@ -13,13 +13,14 @@ use tidemark_repo::Repository;
 use crate::ctx::{read_password, runtime, Global};
 
 /// The store tables that pick an adapter.
-const STORES: &[&str] = &[tidemark_cassandra::STORE, tidemark_hdfs::STORE];
+const STORES: &[&str] = &[tidemark_cassandra::STORE, tidemark_hdfs::STORE, tidemark_mongodb::STORE];
 
 /// A coordinator file, of whichever adapter.
 #[derive(Debug, Clone)]
 pub enum AnyConfig {
     Cassandra(tidemark_cassandra::config::ClusterConfig),
     Hdfs(tidemark_hdfs::config::ClusterConfig),
+    Mongodb(tidemark_mongodb::config::ClusterConfig),
 }
 
 impl AnyConfig {
@@ -30,6 +31,9 @@ impl AnyConfig {
                 tidemark_cassandra::config::ClusterConfig::from_toml(&text, path)?,
             ),
             tidemark_hdfs::STORE => AnyConfig::Hdfs(tidemark_hdfs::config::ClusterConfig::from_toml(&text, path)?),
+            tidemark_mongodb::STORE => {
+                AnyConfig::Mongodb(tidemark_mongodb::config::ClusterConfig::from_toml(&text, path).map_err(super::mongodb::unwrap)?)
+            }
             other => unreachable!("store {other} is in STORES without an adapter"),
         })
     }
@@ -38,6 +42,7 @@ impl AnyConfig {
         match self {
             AnyConfig::Cassandra(c) => c,
             AnyConfig::Hdfs(c) => c,
+            AnyConfig::Mongodb(c) => c,
         }
     }
 

@@ -43,6 +43,7 @@ fn describe_for(store: &str) -> Describe {
     match store {
         tidemark_cassandra::STORE => tidemark_cassandra::manifest::list_extras,
         tidemark_hdfs::STORE => tidemark_hdfs::manifest::list_extras,
+        tidemark_mongodb::STORE => tidemark_mongodb::manifest::list_extras,
         _ => no_extras,
     }
 }

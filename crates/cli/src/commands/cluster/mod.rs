@@ -5,6 +5,7 @@ pub mod config;
 pub mod copy;
 pub mod forget;
 pub mod list;
+pub mod mongodb;
 pub mod restore;
 pub mod verify;
 

@@ -45,13 +45,32 @@ pub struct Args {
     /// HDFS: replace files that exist (never done without it)
     #[arg(long)]
     pub overwrite: bool,
+    /// MongoDB: restore this database (repeatable)
+    #[arg(long = "database")]
+    pub databases: Vec<String>,
+    /// MongoDB: restore this collection, DATABASE.COLLECTION (repeatable)
+    #[arg(long = "collection")]
+    pub collections: Vec<String>,
+    /// MongoDB: only the documents matching this query (extended JSON),
+    /// upserted by _id into the live collections
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// MongoDB: drop target collections that exist first (never done
+    /// without it)
+    #[arg(long)]
+    pub drop: bool,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    if let super::config::AnyConfig::Hdfs(c) = super::config::AnyConfig::load(&a.config)? {
-        return run_hdfs(g, a, c);
+    match super::config::AnyConfig::load(&a.config)? {
+        super::config::AnyConfig::Hdfs(c) => return run_hdfs(g, a, c),
+        super::config::AnyConfig::Mongodb(c) => return super::mongodb::restore(g, a, c),
+        super::config::AnyConfig::Cassandra(_) => {}
+    }
+    if !a.databases.is_empty() || !a.collections.is_empty() || a.filter.is_some() || a.drop {
+        anyhow::bail!("--database, --collection, --filter and --drop are for MongoDB backups; {} is not a MongoDB cluster file", a.config.display());
     }
     if !a.paths.is_empty() || a.target_path.is_some() || a.overwrite {
         anyhow::bail!("--path, --target-path and --overwrite are for HDFS backups; {} is not an HDFS cluster file", a.config.display());

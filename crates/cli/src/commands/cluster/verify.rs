@@ -26,8 +26,10 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    if let super::config::AnyConfig::Hdfs(c) = super::config::AnyConfig::load(&a.config)? {
-        return run_hdfs(g, a, c);
+    match super::config::AnyConfig::load(&a.config)? {
+        super::config::AnyConfig::Hdfs(c) => return run_hdfs(g, a, c),
+        super::config::AnyConfig::Mongodb(c) => return super::mongodb::verify(g, &c, &a.backup, a.read_data, a.json),
+        super::config::AnyConfig::Cassandra(_) => {}
     }
     let config = ClusterConfig::load(&a.config)?;
     let repo = open_repository_uncached(g, &config)?;
