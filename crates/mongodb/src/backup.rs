@@ -184,16 +184,13 @@ impl Run<'_> {
             }
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(MongoError::Invalid("a copy thread panicked".into())))).collect()
         });
+        // A heartbeat that ended found its set not answering.
         let mut beat_errors = Vec::new();
-        for (b, s) in beats.into_iter().zip(sets) {
-            if b.is_finished() {
-                if let Ok(Err(e)) = self.rt.block_on(b) {
-                    beat_errors.push(e);
-                    continue;
-                }
-                let _ = s;
-            } else {
+        for b in beats {
+            if !b.is_finished() {
                 b.abort();
+            } else if let Ok(Err(e)) = self.rt.block_on(b) {
+                beat_errors.push(e);
             }
         }
         let abort_all = |captures: Vec<Capture>| captures.into_iter().for_each(Capture::abort);
