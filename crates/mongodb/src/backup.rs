@@ -144,7 +144,7 @@ impl Run<'_> {
             starts.push(start);
         }
         let captures: Vec<Capture> =
-            sets.iter().zip(&starts).map(|(s, &from)| self.rt.block_on(async { Capture::start(s.client.clone(), s.name.clone(), from) })).collect();
+            sets.iter().zip(&starts).map(|(s, &from)| Capture::start(self.rt, s.client.clone(), s.name.clone(), from)).collect();
         let stop = AtomicBool::new(false);
         let beats: Vec<_> = sets.iter().map(|s| self.rt.spawn(heartbeat(s.client.clone(), s.name.clone(), step))).collect();
 

@@ -77,9 +77,9 @@ pub struct Capture {
 
 impl Capture {
     /// Starts reading entries after `from` on `client`'s member.
-    pub fn start(client: Client, rs: String, from: Ts) -> Capture {
+    pub fn start(rt: &tokio::runtime::Handle, client: Client, rs: String, from: Ts) -> Capture {
         let (until, rx) = watch::channel(None);
-        let task = tokio::spawn(capture(client, rs, from, rx));
+        let task = rt.spawn(capture(client, rs, from, rx));
         Capture { until, task }
     }
 

@@ -210,6 +210,7 @@ pub fn restore(
         let mut mapping = Mapping { map: BTreeMap::new(), commands: whole && opts.filter.is_none() };
         // With a filter: each collection is rebuilt in a scratch collection.
         let mut scratch = Vec::new();
+        let mut dirs = Vec::new();
         for sel in &p.collections {
             let dir = collection_dir(repo, &index, &root, &sel.meta.db, &sel.meta.name)?;
             let (db, coll) = sel.target.clone();
@@ -227,6 +228,7 @@ pub fn restore(
             let docs = load_collection(repo, &index, rt, s, &dir, &sel.meta, &into)?;
             mapping.map.insert((sel.meta.db.clone(), sel.meta.name.clone()), into.clone());
             coll_reports.push(CollectionReport { source: sel.meta.ns(), target: format!("{}.{}", sel.target.0, sel.target.1), documents: docs, indexes: 0 });
+            dirs.push((dir, into));
         }
         // The oplog up to the cut.
         let oplog_node = root
@@ -246,10 +248,8 @@ pub fn restore(
             rt.block_on(oplog::apply(&s.primary, &s.name, &e, &mapping, &mut applied))?;
         }
         // Indexes, then (with a filter) the matching documents.
-        for (sel, rep) in p.collections.iter().zip(coll_reports.iter_mut()).filter(|_| opts.filter.is_none()) {
-            let dir = collection_dir(repo, &index, &root, &sel.meta.db, &sel.meta.name)?;
-            let into = mapping.map[&(sel.meta.db.clone(), sel.meta.name.clone())].clone();
-            rep.indexes = build_indexes(repo, &index, rt, s, &dir, &into)?;
+        for ((dir, into), rep) in dirs.iter().zip(coll_reports.iter_mut()).filter(|_| opts.filter.is_none()) {
+            rep.indexes = build_indexes(repo, &index, rt, s, dir, into)?;
         }
         if let Some(f) = &opts.filter {
             for ((db, tmp, coll), rep) in scratch.iter().zip(coll_reports.iter_mut()) {
